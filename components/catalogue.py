@@ -1,0 +1,395 @@
+"""The source catalogue: one YAML file per institution, loaded and checked.
+
+Each file in ``schemas/sources/`` is the single source of truth for one institution:
+who it is, which imager produced its images, how its label records are laid out on
+disk, its native label vocabulary and the mapping of every native label to one of
+MARCO's four classes. Everything else (readers, the synthetic generator, the TFDV
+schema, the Transform label collapse) derives from the :class:`Catalogue` built here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.names import CLASS_IDS, CLASS_NAMES
+from schemas import SOURCES_DIR
+
+CODE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
+COLOUR_MODES = ("rgb", "grey", "mixed")
+IMAGE_FORMATS = ("jpeg", "png")
+
+# Reader name -> (required option keys, optional option keys).
+READER_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "csv_manifest": (
+        frozenset({"manifest", "columns"}),
+        frozenset({"image_root", "delimiter", "path_pattern"}),
+    ),
+    "folder_per_label": (
+        frozenset({"root"}),
+        frozenset({"extensions", "path_pattern"}),
+    ),
+    "jsonl": (
+        frozenset({"files", "fields"}),
+        frozenset({"image_root", "path_pattern"}),
+    ),
+}
+# Columns (CSV) or fields (JSON lines) a record may carry; path and label are required.
+RECORD_FIELDS = ("path", "label", "image_id", "plate", "well", "imaged_at")
+REQUIRED_RECORD_FIELDS = ("path", "label")
+PATH_PATTERN_GROUPS = frozenset({"plate", "well", "imaged_at", "image_id"})
+
+TOP_LEVEL_REQUIRED = ("code", "name", "imager", "setup", "layout", "labels")
+TOP_LEVEL_OPTIONAL = ("marco_source_id", "paper_images", "imaging", "notes")
+LABEL_REQUIRED = ("native", "class")
+LABEL_OPTIONAL = ("marco_raw_id", "description")
+
+
+class CatalogueError(ValueError):
+    """A catalogue file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class NativeLabel:
+    """One word (or code) of an institution's own vocabulary and its MARCO class."""
+
+    native: str
+    class_name: str
+    marco_raw_id: int | None = None
+    description: str = ""
+
+    @property
+    def class_id(self) -> int:
+        return CLASS_IDS[self.class_name]
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """What the institution's imager produces (paper Table 1), used by the generator."""
+
+    colour: str = "rgb"
+    width: int = 1280
+    height: int = 960
+    formats: tuple[str, ...] = ("jpeg",)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How label records are laid out: a reader name and its options."""
+
+    reader: str
+    options: Mapping[str, Any]
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    @property
+    def record_fields(self) -> Mapping[str, str]:
+        """Record field -> column or JSON key, for the manifest and JSON-lines readers."""
+        return self.options.get("columns") or self.options.get("fields") or {}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One institution of the catalogue."""
+
+    code: str
+    name: str
+    imager: str
+    setup: str
+    layout: Layout
+    labels: tuple[NativeLabel, ...]
+    file: Path
+    marco_source_id: int | None = None
+    paper_images: int | None = None
+    imaging: Imaging = field(default_factory=Imaging)
+    notes: str = ""
+
+    @property
+    def label_map(self) -> dict[str, int]:
+        """Native label -> class id."""
+        return {label.native: label.class_id for label in self.labels}
+
+    def class_of(self, native: str) -> int | None:
+        """The class id of a native label, or None when the label is not mapped."""
+        return self.label_map.get(native)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """All institutions, with look-ups by code and by published MARCO ids."""
+
+    sources: tuple[Source, ...]
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(source.code for source in self.sources)
+
+    def __iter__(self):
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def get(self, code: str) -> Source:
+        for source in self.sources:
+            if source.code == code:
+                return source
+        raise KeyError(f"institution {code!r} is not in the catalogue (known: {self.codes})")
+
+    def class_of(self, code: str, native: str) -> int | None:
+        """Class id of (institution, native label); None if either is unknown."""
+        for source in self.sources:
+            if source.code == code:
+                return source.class_of(native)
+        return None
+
+    def by_marco_source_id(self) -> dict[int, Source]:
+        return {s.marco_source_id: s for s in self.sources if s.marco_source_id is not None}
+
+    def by_marco_raw_id(self) -> dict[int, tuple[Source, NativeLabel]]:
+        """Published raw-label id -> (institution, native label)."""
+        return {
+            label.marco_raw_id: (source, label)
+            for source in self.sources
+            for label in source.labels
+            if label.marco_raw_id is not None
+        }
+
+    def native_labels(self) -> list[tuple[str, str]]:
+        """Every (institution code, native label) pair, in catalogue order."""
+        return [(s.code, label.native) for s in self.sources for label in s.labels]
+
+    def mapping_rows(self) -> list[tuple[str, str, int]]:
+        """(institution, native label, class id) rows: the one label-collapse table."""
+        return [(s.code, lab.native, lab.class_id) for s in self.sources for lab in s.labels]
+
+
+def _err(path: Path, key: str, message: str) -> CatalogueError:
+    return CatalogueError(f"{path}: {key}: {message}")
+
+
+def _check_keys(
+    path: Path, where: str, data: Mapping, required: Iterable[str], optional: Iterable[str]
+) -> None:
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise _err(path, where + missing[0], "missing required key")
+    allowed = set(required) | set(optional)
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise _err(path, where + unknown[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _require_str(path: Path, key: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value) == "":
+        raise _err(path, key, f"must be a non-empty string, got {value!r}")
+    return str(value)
+
+
+def _require_int(path: Path, key: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _err(path, key, f"must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse_layout(path: Path, data: Any) -> Layout:
+    if not isinstance(data, Mapping):
+        raise _err(path, "layout", "must be a mapping with a 'reader' key")
+    reader = data.get("reader")
+    if reader not in READER_OPTIONS:
+        raise _err(
+            path,
+            "layout.reader",
+            f"unknown reader {reader!r} (one of: {', '.join(READER_OPTIONS)})",
+        )
+    required, optional = READER_OPTIONS[reader]
+    options = {k: v for k, v in data.items() if k != "reader"}
+    _check_keys(path, "layout.", options, sorted(required), optional)
+    for key in ("manifest", "root", "files", "image_root", "delimiter"):
+        if key in options:
+            _require_str(path, f"layout.{key}", options[key])
+    record_key = "columns" if reader == "csv_manifest" else "fields"
+    if record_key in options:
+        mapping = options[record_key]
+        if not isinstance(mapping, Mapping):
+            raise _err(path, f"layout.{record_key}", "must map record fields to names")
+        _check_keys(
+            path, f"layout.{record_key}.", mapping, REQUIRED_RECORD_FIELDS, RECORD_FIELDS[2:]
+        )
+        for name, value in mapping.items():
+            _require_str(path, f"layout.{record_key}.{name}", value)
+        options[record_key] = {k: str(v) for k, v in mapping.items()}
+    if "extensions" in options:
+        exts = options["extensions"]
+        if not isinstance(exts, list) or not exts:
+            raise _err(path, "layout.extensions", "must be a non-empty list such as [jpg, png]")
+        options["extensions"] = tuple(str(e).lower().lstrip(".") for e in exts)
+    if "path_pattern" in options:
+        try:
+            pattern = re.compile(str(options["path_pattern"]))
+        except re.error as exc:
+            raise _err(
+                path, "layout.path_pattern", f"not a valid regular expression: {exc}"
+            ) from None
+        unknown = set(pattern.groupindex) - PATH_PATTERN_GROUPS
+        if unknown:
+            raise _err(
+                path,
+                "layout.path_pattern",
+                f"unknown group(s) {sorted(unknown)}; use {sorted(PATH_PATTERN_GROUPS)}",
+            )
+    return Layout(reader=reader, options=options)
+
+
+def _parse_imaging(path: Path, data: Any) -> Imaging:
+    if data is None:
+        return Imaging()
+    if not isinstance(data, Mapping):
+        raise _err(path, "imaging", "must be a mapping")
+    _check_keys(path, "imaging.", data, (), ("colour", "width", "height", "formats"))
+    colour = data.get("colour", "rgb")
+    if colour not in COLOUR_MODES:
+        raise _err(path, "imaging.colour", f"must be one of {COLOUR_MODES}, got {colour!r}")
+    formats = tuple(data.get("formats", ["jpeg"]))
+    bad = [f for f in formats if f not in IMAGE_FORMATS]
+    if bad or not formats:
+        raise _err(path, "imaging.formats", f"must be a list from {IMAGE_FORMATS}, got {formats}")
+    return Imaging(
+        colour=colour,
+        width=_require_int(path, "imaging.width", data.get("width", 1280), 16),
+        height=_require_int(path, "imaging.height", data.get("height", 960), 16),
+        formats=formats,
+    )
+
+
+def _parse_labels(path: Path, data: Any) -> tuple[NativeLabel, ...]:
+    if not isinstance(data, list) or not data:
+        raise _err(path, "labels", "must be a non-empty list of {native, class} entries")
+    labels: list[NativeLabel] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(data):
+        where = f"labels[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _err(path, where, "must be a mapping with 'native' and 'class'")
+        _check_keys(path, where + ".", entry, LABEL_REQUIRED, LABEL_OPTIONAL)
+        native = _require_str(path, where + ".native", entry["native"])
+        class_name = entry["class"]
+        if class_name not in CLASS_IDS:
+            raise _err(
+                path,
+                where + ".class",
+                f"{class_name!r} for native label {native!r} is not one of the 4 classes "
+                f"({', '.join(CLASS_NAMES)})",
+            )
+        if native in seen:
+            raise _err(
+                path,
+                where + ".native",
+                f"native label {native!r} is mapped twice (also labels[{seen[native]}])",
+            )
+        seen[native] = i
+        raw_id = entry.get("marco_raw_id")
+        if raw_id is not None:
+            raw_id = _require_int(path, where + ".marco_raw_id", raw_id)
+        labels.append(
+            NativeLabel(
+                native=native,
+                class_name=class_name,
+                marco_raw_id=raw_id,
+                description=str(entry.get("description", "")),
+            )
+        )
+    return tuple(labels)
+
+
+def parse_source(path: Path, data: Any) -> Source:
+    """Build a :class:`Source` from one parsed YAML document, checking every key."""
+    if not isinstance(data, Mapping):
+        raise _err(path, "(top level)", "must be a mapping of keys such as code, name, labels")
+    _check_keys(path, "", data, TOP_LEVEL_REQUIRED, TOP_LEVEL_OPTIONAL)
+    code = _require_str(path, "code", data["code"])
+    if not CODE_PATTERN.match(code):
+        raise _err(path, "code", f"{code!r} must be 2-16 upper-case letters, digits or '_'")
+    source_id = data.get("marco_source_id")
+    if source_id is not None:
+        source_id = _require_int(path, "marco_source_id", source_id)
+    paper_images = data.get("paper_images")
+    if paper_images is not None:
+        paper_images = _require_int(path, "paper_images", paper_images)
+    return Source(
+        code=code,
+        name=_require_str(path, "name", data["name"]),
+        imager=_require_str(path, "imager", data["imager"]),
+        setup=_require_str(path, "setup", data["setup"]),
+        layout=_parse_layout(path, data["layout"]),
+        labels=_parse_labels(path, data["labels"]),
+        file=path,
+        marco_source_id=source_id,
+        paper_images=paper_images,
+        imaging=_parse_imaging(path, data.get("imaging")),
+        notes=str(data.get("notes", "")),
+    )
+
+
+def load_source_file(path: Path) -> Source:
+    """Load and check one institution file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogueError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_source(path, data)
+
+
+def load_catalogue(directory: Path | str | None = None) -> Catalogue:
+    """Load every ``*.yaml`` file of a catalogue folder (default ``schemas/sources``).
+
+    Raises:
+        CatalogueError: naming the file and key of the first problem found, including
+            problems across files (duplicate codes or published MARCO ids).
+    """
+    folder = Path(directory) if directory is not None else SOURCES_DIR
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    if not files:
+        raise CatalogueError(f"{folder}: no institution files (*.yaml) found")
+    sources = [load_source_file(f) for f in files]
+    codes: dict[str, Path] = {}
+    source_ids: dict[int, Path] = {}
+    raw_ids: dict[int, tuple[Path, str]] = {}
+    for source in sources:
+        if source.code in codes:
+            raise _err(
+                source.file, "code", f"duplicate institution code {source.code!r} "
+                f"(also in {codes[source.code]})"
+            )
+        codes[source.code] = source.file
+        if source.marco_source_id is not None:
+            if source.marco_source_id in source_ids:
+                raise _err(
+                    source.file,
+                    "marco_source_id",
+                    f"{source.marco_source_id} also used by {source_ids[source.marco_source_id]}",
+                )
+            source_ids[source.marco_source_id] = source.file
+        for i, label in enumerate(source.labels):
+            if label.marco_raw_id is None:
+                continue
+            if label.marco_raw_id in raw_ids:
+                other_file, other_label = raw_ids[label.marco_raw_id]
+                raise _err(
+                    source.file,
+                    f"labels[{i}].marco_raw_id",
+                    f"{label.marco_raw_id} also used by {other_label!r} in {other_file}",
+                )
+            raw_ids[label.marco_raw_id] = (source.file, label.native)
+    sources.sort(key=lambda s: (s.marco_source_id is None, s.marco_source_id or 0, s.code))
+    return Catalogue(sources=tuple(sources))

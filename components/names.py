@@ -1,0 +1,46 @@
+"""One place for the names shared by every part of the pipeline.
+
+Class names and their order are MARCO's published ones (ids 0-3); feature keys are
+the project's example format (see README, "Example format").
+"""
+
+from __future__ import annotations
+
+# MARCO's 4 classes, in the order of the published ids.
+CLASS_NAMES: tuple[str, ...] = ("clear", "crystals", "other", "precipitate")
+CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
+NUM_CLASSES = len(CLASS_NAMES)
+
+# Feature keys of the project's tf.Example format (one image per example).
+IMAGE_KEY = "image_bytes"
+FORMAT_KEY = "image_format"
+HEIGHT_KEY = "image_height"
+WIDTH_KEY = "image_width"
+CHANNELS_KEY = "image_channels"
+INSTITUTION_KEY = "institution"
+NATIVE_LABEL_KEY = "native_label"
+IMAGE_ID_KEY = "image_id"
+PLATE_KEY = "plate"
+WELL_KEY = "well"
+IMAGED_AT_KEY = "imaged_at"
+SOURCE_PATH_KEY = "source_path"
+
+# Derived by Transform, never stored by ingestion.
+LABEL_KEY = "label"
+
+# Keys of the published MARCO TFRecord shards.
+MARCO_ENCODED = "image/encoded"
+MARCO_LABEL = "image/class/label"
+MARCO_RAW = "image/class/raw"
+MARCO_SOURCE = "image/class/source"
+MARCO_TEXT = "image/class/text"
+MARCO_FILENAME = "image/filename"
+MARCO_ID = "image/id"
+MARCO_HEIGHT = "image/height"
+MARCO_WIDTH = "image/width"
+MARCO_FORMAT = "image/format"
+MARCO_COLORSPACE = "image/colorspace"
+MARCO_CHANNELS = "image/channels"
+
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"

@@ -1,0 +1,226 @@
+"""Layout readers: turn an institution's files into label records, generically.
+
+Three readers cover the layouts labs export today: a CSV manifest, a folder per
+label and a JSON-lines export. Each is driven only by the ``layout`` section of the
+institution's catalogue file, so a new institution whose files look like one of
+them needs a YAML file and no code.
+
+Work is split into *units* (one manifest, one label folder, one JSON-lines file):
+the driver lists units, and each unit is read independently, which is what lets
+ingestion fan the reading out over Beam workers. Readers never raise on a bad
+record: they yield a :class:`BadRecord` naming the file and line, so nothing is
+silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.catalogue import Source
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled image as an institution recorded it."""
+
+    institution: str
+    image_id: str
+    path: str
+    native_label: str
+    origin: str
+    plate: str = ""
+    well: str = ""
+    imaged_at: str = ""
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record that could not be read; ``origin`` names the file and line."""
+
+    institution: str
+    origin: str
+    reason: str
+    detail: str = ""
+    path: str = ""
+
+
+def _resolve(data_dir: Path, relative: str) -> Path:
+    path = Path(relative)
+    return path if path.is_absolute() else data_dir / path
+
+
+def list_units(source: Source, data_dir: Path | str) -> list[str]:
+    """The independent pieces of an institution's records, as absolute paths.
+
+    Raises:
+        FileNotFoundError: when the layout's manifest, export or root folder is absent,
+            naming the institution and the configured key.
+    """
+    data_dir = Path(data_dir)
+    layout = source.layout
+    if layout.reader == "folder_per_label":
+        root = _resolve(data_dir, layout.option("root"))
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"{source.code}: layout.root folder {root} does not exist ({source.file})"
+            )
+        return sorted(str(p) for p in root.iterdir() if p.is_dir())
+    key = "manifest" if layout.reader == "csv_manifest" else "files"
+    pattern = str(_resolve(data_dir, layout.option(key)))
+    units = sorted(glob.glob(pattern))
+    if not units:
+        raise FileNotFoundError(
+            f"{source.code}: layout.{key} matches no file: {pattern} ({source.file})"
+        )
+    return units
+
+
+def _image_root(source: Source, data_dir: Path, unit: str) -> Path:
+    configured = source.layout.option("image_root")
+    return _resolve(data_dir, configured) if configured else Path(unit).parent
+
+
+def _from_pattern(source: Source, relative: str) -> dict[str, str]:
+    pattern = source.layout.option("path_pattern")
+    if not pattern:
+        return {}
+    match = re.search(pattern, relative)
+    return {k: v for k, v in match.groupdict().items() if v} if match else {}
+
+
+def _derived_id(source: Source, relative: str) -> str:
+    stem, _ = os.path.splitext(relative.replace(os.sep, "/"))
+    return f"{source.code}/{stem}"
+
+
+def _make_record(
+    source: Source, image_root: Path, values: Mapping[str, str], origin: str
+) -> Record | BadRecord:
+    relative = values.get("path", "").strip()
+    label = values.get("label", "").strip()
+    if not relative:
+        return BadRecord(source.code, origin, "missing_field", "empty image path")
+    if not label:
+        return BadRecord(source.code, origin, "missing_field", "empty label",
+                         str(_resolve(image_root, relative)))
+    fields = _from_pattern(source, relative)
+    fields.update({k: v.strip() for k, v in values.items() if v and v.strip()})
+    return Record(
+        institution=source.code,
+        image_id=fields.get("image_id") or _derived_id(source, relative),
+        path=str(_resolve(image_root, relative)),
+        native_label=label,
+        origin=origin,
+        plate=fields.get("plate", ""),
+        well=fields.get("well", ""),
+        imaged_at=fields.get("imaged_at", ""),
+    )
+
+
+def _read_csv(source: Source, data_dir: Path, unit: str) -> Iterator[Record | BadRecord]:
+    columns = source.layout.record_fields
+    delimiter = source.layout.option("delimiter", ",")
+    image_root = _image_root(source, data_dir, unit)
+    with open(unit, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        header = reader.fieldnames or []
+        missing = [c for f, c in columns.items() if f in ("path", "label") and c not in header]
+        if missing:
+            yield BadRecord(
+                source.code,
+                f"{unit}:1",
+                "bad_manifest",
+                f"header lacks column(s) {missing} (has {header}); see layout.columns in "
+                f"{source.file}",
+            )
+            return
+        for row in reader:
+            origin = f"{unit}:{reader.line_num}"
+            if None in row:  # more cells than header columns
+                yield BadRecord(source.code, origin, "bad_record", "more cells than the header")
+                continue
+            values = {f: (row.get(c) or "") for f, c in columns.items()}
+            yield _make_record(source, image_root, values, origin)
+
+
+def _dotted(obj: object, dotted: str) -> str:
+    for part in dotted.split("."):
+        if not isinstance(obj, Mapping) or part not in obj:
+            return ""
+        obj = obj[part]
+    return "" if obj is None or isinstance(obj, (dict, list)) else str(obj)
+
+
+def _read_jsonl(source: Source, data_dir: Path, unit: str) -> Iterator[Record | BadRecord]:
+    fields = source.layout.record_fields
+    image_root = _image_root(source, data_dir, unit)
+    with open(unit, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            origin = f"{unit}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield BadRecord(source.code, origin, "bad_record", f"not JSON: {exc.msg}")
+                continue
+            if not isinstance(obj, Mapping):
+                yield BadRecord(source.code, origin, "bad_record", "line is not a JSON object")
+                continue
+            values = {f: _dotted(obj, key) for f, key in fields.items()}
+            yield _make_record(source, image_root, values, origin)
+
+
+def _read_folder(source: Source, data_dir: Path, unit: str) -> Iterator[Record | BadRecord]:
+    label_dir = Path(unit)
+    extensions = tuple(source.layout.option("extensions", DEFAULT_EXTENSIONS))
+    for dirpath, dirnames, filenames in os.walk(label_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.rsplit(".", 1)[-1].lower() not in extensions:
+                continue
+            full = Path(dirpath) / name
+            relative = full.relative_to(label_dir).as_posix()
+            fields = _from_pattern(source, relative)
+            yield Record(
+                institution=source.code,
+                # Not under the label folder: a relabelled image keeps its id (and split).
+                image_id=fields.get("image_id") or _derived_id(source, relative),
+                path=str(full),
+                native_label=label_dir.name,
+                origin=str(full),
+                plate=fields.get("plate", ""),
+                well=fields.get("well", ""),
+                imaged_at=fields.get("imaged_at", ""),
+            )
+
+
+_READERS = {
+    "csv_manifest": _read_csv,
+    "jsonl": _read_jsonl,
+    "folder_per_label": _read_folder,
+}
+
+
+def read_unit(source: Source, data_dir: Path | str, unit: str) -> Iterator[Record | BadRecord]:
+    """Read one unit (manifest, export file or label folder) of an institution."""
+    data_dir = Path(data_dir)
+    try:
+        yield from _READERS[source.layout.reader](source, data_dir, unit)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        yield BadRecord(source.code, unit, "unreadable_records", f"{type(exc).__name__}: {exc}")
+
+
+def read_source(source: Source, data_dir: Path | str) -> Iterator[Record | BadRecord]:
+    """Every record of one institution, unit after unit."""
+    for unit in list_units(source, data_dir):
+        yield from read_unit(source, data_dir, unit)

@@ -1,0 +1,41 @@
+"""Process set-up that must happen before TensorFlow is first imported.
+
+TF 2.16 defaults to Keras 3, which TFX 1.16, TFT and TFMA do not support. Setting
+``TF_USE_LEGACY_KERAS=1`` makes ``tf.keras`` resolve to tf-keras (Keras 2). This is
+the only place in the project that sets it; ``components/__init__.py`` calls
+:func:`configure` so that every process that imports project code (the CLI, Beam
+workers, TFX executors, the Trainer's module code) gets it before TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
+
+
+def configure() -> None:
+    """Select Keras 2 and quieten start-up noise; must run before TensorFlow loads.
+
+    Raises:
+        RuntimeError: if TensorFlow was already imported with Keras 3 selected, since
+            the choice cannot be changed once ``tf.keras`` is bound.
+    """
+    if "tensorflow" in sys.modules and os.environ.get(LEGACY_KERAS_VARIABLE) != "1":
+        raise RuntimeError(
+            "TensorFlow was imported before the MARCO packages, without "
+            f"{LEGACY_KERAS_VARIABLE}=1; import `components` (or `pipeline`) first, or "
+            f"export {LEGACY_KERAS_VARIABLE}=1."
+        )
+    os.environ[LEGACY_KERAS_VARIABLE] = "1"
+    # Child processes (Beam's multi-processing workers, TFX executors) inherit this.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # google-api-core warns on every import under Python 3.10, which TFX 1.16 requires.
+    warnings.filterwarnings(
+        "ignore", message=r".*non-supported Python version.*", category=FutureWarning
+    )
+    warnings.filterwarnings(
+        "ignore", message=r".*google-cloud-storage < 3\.0\.0.*", category=FutureWarning
+    )

@@ -1,0 +1,23 @@
+"""The ``marco`` command line: one entry point for every user-facing job.
+
+Each subcommand lives beside the code it drives and is registered here; imports of
+TensorFlow, TFX and Beam happen inside commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+import components  # noqa: F401  (process set-up before TensorFlow)
+from pipeline.commands import sources as sources_commands
+from pipeline.commands import synth as synth_commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="marco-tfx")
+def main() -> None:
+    """MARCO: classify crystallization drop images with a TFX pipeline."""
+
+
+main.add_command(sources_commands.sources)
+main.add_command(synth_commands.synth)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``marco`` command line, one module per group."""

@@ -1,0 +1,103 @@
+"""``marco sources``: inspect the source catalogue and check data against it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from components.catalogue import CatalogueError, load_catalogue
+from components.names import CLASS_NAMES
+
+catalogue_option = click.option(
+    "--catalogue",
+    "catalogue_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of institution YAML files (default: the project's schemas/sources).",
+)
+
+
+def load_or_exit(catalogue_dir: Path | None):
+    """Load the catalogue, turning a malformed file into a clean CLI error."""
+    try:
+        return load_catalogue(catalogue_dir)
+    except CatalogueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def sources() -> None:
+    """The institutions of the source catalogue (schemas/sources/*.yaml)."""
+
+
+@sources.command("list")
+@catalogue_option
+def list_sources(catalogue_dir: Path | None) -> None:
+    """List institutions, their imager, layout and label vocabulary."""
+    catalogue = load_or_exit(catalogue_dir)
+    total = 0
+    for source in catalogue:
+        by_class = {name: [] for name in CLASS_NAMES}
+        for label in source.labels:
+            by_class[label.class_name].append(label.native)
+        total += len(source.labels)
+        click.echo(f"{source.code}  {source.name}")
+        click.echo(f"    imager: {source.imager}; setup: {source.setup}")
+        click.echo(f"    layout: {source.layout.reader}; file: {source.file}")
+        for name in CLASS_NAMES:
+            click.echo(f"    {name:<12} {', '.join(repr(w) for w in by_class[name]) or '-'}")
+    click.echo(f"{len(catalogue)} institutions, {total} native labels")
+
+
+@sources.command("validate")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@catalogue_option
+@click.option("--only", "institutions", multiple=True, help="Check only this institution code "
+              "(repeatable).")
+@click.option("--no-images", is_flag=True, help="Check that image files exist, without "
+              "decoding them (fast).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for decoding images (default: all cores).")
+@click.option("--max-problems", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many offending records to list.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the report as JSON to this file.")
+def validate(
+    data_dir: Path,
+    catalogue_dir: Path | None,
+    institutions: tuple[str, ...],
+    no_images: bool,
+    workers: int | None,
+    max_problems: int,
+    json_out: Path | None,
+) -> None:
+    """Check DATA_DIR against the catalogue; exit 1 when any record has a problem.
+
+    Reports per institution the counts per native label and per class, unmapped
+    labels (with counts and example files), missing or unreadable images and
+    duplicate image ids, then the first offending records and the total.
+    """
+    from components.validation import format_report, validate_data
+
+    catalogue = load_or_exit(catalogue_dir)
+    unknown = [code for code in institutions if code not in catalogue.codes]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)} not in the catalogue ({', '.join(catalogue.codes)})",
+            param_hint="--only",
+        )
+    report = validate_data(
+        catalogue,
+        data_dir,
+        institutions=institutions or None,
+        check_images=not no_images,
+        workers=workers,
+        progress=True,
+    )
+    click.echo(format_report(report, max_problems=max_problems))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if not report.ok:
+        raise SystemExit(1)
