@@ -20,12 +20,12 @@ def configure() -> None:
     """Select Keras 2 and quieten start-up noise; must run before TensorFlow loads.
 
     Raises:
-        RuntimeError: if TensorFlow was already imported with Keras 3 selected, since
-            the choice cannot be changed once ``tf.keras`` is bound.
+        RuntimeError: if Keras 3 was already loaded (``tf.keras`` touched without the
+            flag), since the choice cannot be changed once ``tf.keras`` is bound.
     """
-    if "tensorflow" in sys.modules and os.environ.get(LEGACY_KERAS_VARIABLE) != "1":
+    if "keras" in sys.modules and os.environ.get(LEGACY_KERAS_VARIABLE) != "1":
         raise RuntimeError(
-            "TensorFlow was imported before the MARCO packages, without "
+            "Keras 3 was loaded before the MARCO packages, without "
             f"{LEGACY_KERAS_VARIABLE}=1; import `components` (or `pipeline`) first, or "
             f"export {LEGACY_KERAS_VARIABLE}=1."
         )

@@ -219,8 +219,9 @@ def validate_data(
             checked = _check_images(
                 to_check, workers or os.cpu_count() or 1, max_pixels, progress
             )
+            origins = {path: origin for _, path, origin in to_check}
             for code, path, reason, detail in checked:
-                reports[code].problems.append(Problem(code, reason, path, detail, path))
+                reports[code].problems.append(Problem(code, reason, origins[path], detail, path))
         else:
             for code, path, origin in to_check:
                 if not os.path.isfile(path):
