@@ -39,3 +39,21 @@ def configure() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*google-cloud-storage < 3\.0\.0.*", category=FutureWarning
     )
+
+
+def skip_autograph_for_tf_keras() -> None:
+    """Stop autograph from rewriting tf-keras' own code whenever a model is traced.
+
+    TF 2.16's autograph skips the ``keras`` package but not ``tf_keras``, so every
+    ``fit`` or ``save`` converts all of tf-keras' internals first: about two minutes
+    for the first training step of Inception-v3 on a CPU, against about 17 s with
+    this rule. Call it from modules that already import TensorFlow.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rule = autograph_config.DoNotConvert("tf_keras")
+    if not any(
+        isinstance(r, autograph_config.DoNotConvert) and r.matches("tf_keras.x")
+        for r in autograph_config.CONVERSION_RULES
+    ):
+        autograph_config.CONVERSION_RULES = (rule, *autograph_config.CONVERSION_RULES)

@@ -1,0 +1,62 @@
+"""The Trainer's module code: ``run_fn`` for TFX's generic Trainer.
+
+Referenced by dotted path (``components.trainer.run_fn``), so no module file needs
+packaging. Settings arrive in ``custom_config`` (see
+:class:`components.trainer.config.TrainingConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from components.trainer.config import CUSTOM_CONFIG_KEY, TrainingConfig
+
+BACKUP_DIR_KEY = "backup_dir"
+TRAIN_EXAMPLES_KEY = "train_examples"
+METRICS_FILE = "metrics.json"
+
+__all__ = ["CUSTOM_CONFIG_KEY", "TrainingConfig", "run_fn"]
+
+
+def run_fn(fn_args) -> None:
+    """Trains on the transformed examples and exports the serving SavedModel.
+
+    Args:
+        fn_args: TFX's FnArgs: train/eval files, the Transform output, the serving
+            model and model run directories, step counts and ``custom_config``.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from components.trainer.export import export_model
+    from components.trainer.train import is_chief, train_model
+
+    custom = fn_args.custom_config or {}
+    config = TrainingConfig.from_custom_config(custom)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    model, metrics = train_model(
+        config,
+        fn_args.train_files,
+        fn_args.eval_files,
+        fn_args.model_run_dir,
+        train_steps=int(fn_args.train_steps or 0),
+        eval_steps=fn_args.eval_steps or None,
+        train_examples=custom.get(TRAIN_EXAMPLES_KEY),
+        backup_dir=custom.get(BACKUP_DIR_KEY),
+    )
+    input_size = config.model_config.input_size
+    if is_chief():
+        export_model(model, fn_args.serving_model_dir, input_size, tf_transform_output)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
+            f.write(json.dumps(metrics, indent=2))
+    else:
+        # Every worker of a multi-worker strategy must take part in saving; only the
+        # chief's copy is kept.
+        scratch = tempfile.mkdtemp()
+        try:
+            export_model(model, scratch, input_size, tf_transform_output)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

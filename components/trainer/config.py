@@ -1,0 +1,122 @@
+"""Training hyperparameters: the paper's schedule and smaller presets for CPUs.
+
+A :class:`TrainingConfig` travels to the Trainer as plain JSON in TFX's
+``custom_config`` so that the same values reach a local run, a Kubeflow pod and a
+Vertex AI worker pool unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from components.model.inception import PRESETS as MODEL_PRESETS
+
+CUSTOM_CONFIG_KEY = "marco_training"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """How to train the modified Inception-v3.
+
+    Attributes:
+        model: name of a model preset in ``components.model.inception.PRESETS``.
+        batch_size: examples per replica per step (the paper: 64 on one K80); the
+            global batch is this times the number of replicas.
+        learning_rate: initial RMSProp learning rate for one replica's batch (0.045).
+        scale_learning_rate: multiply the learning rate by the number of replicas, the
+            linear-scaling rule that keeps the per-example step when the global batch
+            grows with the replicas.
+        rmsprop_decay: RMSProp's moving-average decay of squared gradients (rho).
+        momentum: RMSProp momentum.
+        epsilon: RMSProp epsilon (0.1 as in the paper, larger than Keras' default for
+            stability early in training).
+        lr_decay_rate: learning rate multiplier applied every ``lr_decay_epochs``.
+        lr_decay_epochs: epochs between decays (2 in the paper).
+        ema_decay: decay of the moving average of the weights used for evaluation and
+            export (slim's 0.9999); ``None`` trains and exports the raw weights.
+            Short runs need a smaller value, or the average stays near the random
+            initial weights.
+        class_weights: weight the loss by inverse class frequency. Off in the paper:
+            with it, the rarer classes (crystals, other) gain recall at the cost of
+            precision, and accuracy on the natural class mix drops a little.
+        crop_scale: scale of the random training crop (see
+            ``components.model.preprocessing.random_patch``): ``None`` cuts the paper's
+            patches at the image's own resolution; a number resizes the short side to
+            that multiple of the input size first, which small presets need so that a
+            crop still shows the drop.
+        shuffle_buffer: examples in the training shuffle buffer.
+        checkpoint_every: steps between preemption checkpoints.
+        batch_norm_decay: overrides the model preset's batch-norm moving-average
+            decay; runs of a few hundred steps need a fast one (0.9) or evaluation
+            uses statistics that are still near their initial values.
+        seed: makes shuffling and augmentation deterministic when set.
+    """
+
+    model: str = "paper"
+    batch_size: int = 64
+    learning_rate: float = 0.045
+    scale_learning_rate: bool = True
+    rmsprop_decay: float = 0.9
+    momentum: float = 0.9
+    epsilon: float = 0.1
+    lr_decay_rate: float = 0.94
+    lr_decay_epochs: float = 2.0
+    ema_decay: float | None = 0.9999
+    class_weights: bool = False
+    crop_scale: float | None = None
+    shuffle_buffer: int = 2048
+    checkpoint_every: int = 500
+    batch_norm_decay: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_PRESETS:
+            raise ValueError(
+                f"model preset {self.model!r} is unknown (one of {sorted(MODEL_PRESETS)})"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.crop_scale is not None and self.crop_scale < 1.0:
+            raise ValueError(f"crop_scale must be >= 1 or None, got {self.crop_scale}")
+
+    @property
+    def model_config(self):
+        preset = MODEL_PRESETS[self.model]
+        if self.batch_norm_decay is None:
+            return preset
+        return dataclasses.replace(preset, batch_norm_decay=self.batch_norm_decay)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown} (known: {sorted(known)})")
+        return cls(**data)
+
+    @classmethod
+    def from_custom_config(cls, custom_config: Mapping[str, Any] | None) -> TrainingConfig:
+        """Reads the settings the pipeline put in the Trainer's ``custom_config``."""
+        return cls.from_json_dict((custom_config or {}).get(CUSTOM_CONFIG_KEY, {}))
+
+
+PAPER = TrainingConfig()
+DEMO = TrainingConfig(
+    model="demo", batch_size=32, learning_rate=0.01, lr_decay_epochs=4.0, ema_decay=0.99,
+    crop_scale=1.15, shuffle_buffer=1024, checkpoint_every=100,
+)
+TINY = TrainingConfig(
+    model="tiny", batch_size=8, learning_rate=0.01, ema_decay=None, crop_scale=1.15,
+    shuffle_buffer=64, batch_norm_decay=0.9,
+    checkpoint_every=5, seed=7,
+)
+PRESETS: Mapping[str, TrainingConfig] = {"paper": PAPER, "demo": DEMO, "tiny": TINY}

@@ -1,0 +1,100 @@
+"""Exports the trained model as a SavedModel with MARCO's serving contract.
+
+Signatures:
+- ``serving_default``: the released MARCO model's contract, kept so existing tools
+  work unchanged: input ``image_bytes`` (a batch of encoded JPEG/PNG images),
+  outputs ``classes`` (class names) and ``scores`` (probabilities), 4 per image,
+  sorted by score, highest first.
+- ``probabilities``: input ``image_bytes``; output ``probabilities``, one per class
+  in MARCO's fixed order (clear, crystals, other, precipitate).
+- ``serving_examples``: input serialized raw tf.Examples (as ingestion writes them);
+  applies the Transform graph and returns ``probabilities``. TFMA calls this one.
+- ``transform_features``: raw tf.Examples in, transformed features (the 4-class
+  ``label`` among them) out: TFMA's preprocessing function for labels.
+
+Evaluation-time preprocessing is the one function training uses for its evaluation
+data (:func:`components.model.preprocessing.eval_preprocess`). Malformed image bytes
+make the call fail with an InvalidArgumentError naming the problem; a TF Serving
+process returns that error to the client and keeps serving.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components import runtime
+from components.model import preprocessing
+from components.names import CLASS_NAMES, IMAGE_KEY, NUM_CLASSES
+
+runtime.skip_autograph_for_tf_keras()
+
+BYTES_INPUT = "image_bytes"
+EXAMPLES_INPUT = "examples"
+PROBABILITIES = "probabilities"
+SERVING_EXAMPLES = "serving_examples"
+TRANSFORM_FEATURES = "transform_features"
+PROBABILITIES_SIGNATURE = "probabilities"
+
+
+def _probabilities_fn(model: tf.keras.Model, input_size: int):
+    @tf.function
+    def probabilities(image_bytes: tf.Tensor) -> tf.Tensor:
+        images = tf.map_fn(
+            lambda b: preprocessing.eval_preprocess(b, input_size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([input_size, input_size, 3], tf.float32),
+        )
+        logits = model(images, training=False)
+        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+    return probabilities
+
+
+def build_signatures(model: tf.keras.Model, input_size: int, tf_transform_output=None) -> dict:
+    """The concrete functions to save; ``tf_transform_output`` adds the tf.Example ones."""
+    probabilities = _probabilities_fn(model, input_size)
+    class_names = tf.constant(CLASS_NAMES)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    def serve_bytes(image_bytes):
+        scores, indices = tf.math.top_k(probabilities(image_bytes), k=NUM_CLASSES)
+        return {"classes": tf.gather(class_names, indices), "scores": scores}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+    def serve_probabilities(image_bytes):
+        return {PROBABILITIES: probabilities(image_bytes)}
+
+    signatures = {
+        "serving_default": serve_bytes.get_concrete_function(),
+        PROBABILITIES_SIGNATURE: serve_probabilities.get_concrete_function(),
+    }
+    if tf_transform_output is not None:
+        model.tft_layer = tf_transform_output.transform_features_layer()
+        raw_spec = tf_transform_output.raw_feature_spec()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        def transform_features(examples):
+            parsed = tf.io.parse_example(examples, raw_spec)
+            transformed = model.tft_layer(parsed)
+            # Image bytes stay out: TFMA only needs the label and slicing features.
+            return {k: v for k, v in transformed.items() if k != IMAGE_KEY}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        def serve_examples(examples):
+            parsed = tf.io.parse_example(examples, raw_spec)
+            transformed = model.tft_layer(parsed)
+            image_bytes = tf.reshape(transformed[IMAGE_KEY], [-1])
+            return {PROBABILITIES: probabilities(image_bytes)}
+
+        signatures[SERVING_EXAMPLES] = serve_examples.get_concrete_function()
+        signatures[TRANSFORM_FEATURES] = transform_features.get_concrete_function()
+    return signatures
+
+
+def export_model(
+    model: tf.keras.Model, export_dir: str, input_size: int, tf_transform_output=None
+) -> None:
+    """Saves ``model`` with the signatures above to ``export_dir``."""
+    signatures = build_signatures(model, input_size, tf_transform_output)
+    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+

@@ -1,0 +1,285 @@
+"""Trains the modified Inception-v3 on transformed examples, on one device or many.
+
+Pure training logic, usable without TFX: :func:`train_model` takes file patterns and
+directories. The TFX ``run_fn`` in :mod:`components.trainer` only unpacks its
+arguments and calls it, then exports with :mod:`components.trainer.export`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from components import runtime
+from components.model import preprocessing
+from components.model.inception import build_model
+from components.names import IMAGE_KEY, LABEL_KEY, NUM_CLASSES
+from components.trainer.config import TrainingConfig
+
+runtime.skip_autograph_for_tf_keras()
+
+log = logging.getLogger(__name__)
+
+BACKUP_DIR = "backup"
+
+
+def _cluster_tasks() -> int:
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = tf_config.get("cluster") or {}
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def choose_strategy() -> tf.distribute.Strategy:
+    """Picks the distribution strategy the environment asks for.
+
+    A ``TF_CONFIG`` naming more than one task (what Vertex AI and Kubeflow give each
+    worker of a pool) means MultiWorkerMirroredStrategy; several local GPUs mean
+    MirroredStrategy; otherwise TensorFlow's default strategy (the single GPU, or
+    the CPU), which unlike OneDeviceStrategy supports preemption checkpoints.
+    """
+    if _cluster_tasks() > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """True on the task that writes exports and summaries (task 0 of chief or worker)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task") or {}
+    cluster = tf_config.get("cluster") or {}
+    if not task:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def _files(patterns: str | Sequence[str]) -> list[str]:
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {patterns}")
+    return files
+
+
+def _parse(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    spec = {
+        IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+        LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+    parsed = tf.io.parse_single_example(record, spec)
+    return parsed[IMAGE_KEY], parsed[LABEL_KEY]
+
+
+def make_dataset(
+    file_patterns: str | Sequence[str],
+    config: TrainingConfig,
+    global_batch: int,
+    training: bool,
+) -> tf.data.Dataset:
+    """Batches of (images scaled to [-1, 1], labels) from gzipped transformed TFRecords.
+
+    Training data is shuffled, repeated and augmented as in the paper; evaluation
+    data gets the same centre-crop preprocessing as the serving signature.
+    """
+    size = config.model_config.input_size
+    deterministic = config.seed is not None
+    files = _files(file_patterns)
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=config.seed)
+    dataset = dataset.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed).repeat()
+        if config.seed is not None:
+            # Per-example stateless seeds: the same example index gets the same crop.
+            dataset = dataset.enumerate().map(
+                lambda i, xy: (
+                    preprocessing.train_preprocess(
+                        xy[0], size, seed=tf.stack([tf.cast(config.seed, tf.int64), i]),
+                        crop_scale=config.crop_scale,
+                    ),
+                    xy[1],
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        else:
+            dataset = dataset.map(
+                lambda b, y: (
+                    preprocessing.train_preprocess(b, size, crop_scale=config.crop_scale),
+                    y,
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=False,
+            )
+    else:
+        dataset = dataset.map(
+            lambda b, y: (preprocessing.eval_preprocess(b, size), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+    dataset = dataset.batch(global_batch, drop_remainder=training)
+    # Workers of a cluster each read a share of the files; with fewer files than
+    # workers they read every file and keep a share of the examples instead.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE
+        if len(files) >= max(1, _cluster_tasks())
+        else tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def count_labels(file_patterns: str | Sequence[str]) -> list[int]:
+    """Examples per class in the given files (one pass over the labels)."""
+    counts = [0] * NUM_CLASSES
+    dataset = tf.data.TFRecordDataset(_files(file_patterns), compression_type="GZIP")
+    dataset = dataset.map(
+        lambda r: tf.io.parse_single_example(
+            r, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+        )[LABEL_KEY],
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).batch(4096)
+    for batch in dataset:
+        for label, n in zip(*tf.unique_with_counts(batch)[::2], strict=True):
+            counts[int(label)] += int(n)
+    return counts
+
+
+def class_weights_from_counts(counts: Sequence[int]) -> dict[int, float]:
+    """Inverse-frequency weights, normalised so the average example weighs 1."""
+    total = sum(counts)
+    present = [c for c in counts if c > 0]
+    return {
+        i: (total / (len(present) * c)) if c > 0 else 0.0 for i, c in enumerate(counts)
+    }
+
+
+def learning_rate_schedule(
+    config: TrainingConfig, steps_per_epoch: int, replicas: int
+) -> tf.keras.optimizers.schedules.LearningRateSchedule:
+    """The paper's step decay: x0.94 every 2 epochs, from a (replica-scaled) 0.045."""
+    initial = config.learning_rate * (replicas if config.scale_learning_rate else 1)
+    return tf.keras.optimizers.schedules.ExponentialDecay(
+        initial_learning_rate=initial,
+        decay_steps=max(1, int(round(config.lr_decay_epochs * steps_per_epoch))),
+        decay_rate=config.lr_decay_rate,
+        staircase=True,
+    )
+
+
+def make_optimizer(config: TrainingConfig, schedule) -> tf.keras.optimizers.Optimizer:
+    """RMSProp as in the paper, with a moving average of the weights when asked."""
+    return tf.keras.optimizers.RMSprop(
+        learning_rate=schedule,
+        rho=config.rmsprop_decay,
+        momentum=config.momentum,
+        epsilon=config.epsilon,
+        use_ema=config.ema_decay is not None,
+        ema_momentum=config.ema_decay if config.ema_decay is not None else 0.99,
+    )
+
+
+def build_classifier(config: TrainingConfig) -> tf.keras.Model:
+    """The network with a float32 softmax-free head, whatever the compute dtype."""
+    model = build_model(config.model_config)
+    if tf.keras.mixed_precision.global_policy().compute_dtype == "float16":
+        logits = tf.keras.layers.Activation("linear", dtype="float32", name="logits_fp32")(
+            model.output
+        )
+        model = tf.keras.Model(model.input, logits, name=model.name)
+    return model
+
+
+def train_model(
+    config: TrainingConfig,
+    train_files: str | Sequence[str],
+    eval_files: str | Sequence[str],
+    model_run_dir: str,
+    train_steps: int,
+    eval_steps: int | None = None,
+    train_examples: int | None = None,
+    backup_dir: str | None = None,
+) -> tuple[tf.keras.Model, dict[str, float]]:
+    """Trains; returns the model (averaged weights swapped in) and evaluation metrics.
+
+    The metrics also record the number of replicas and training examples used.
+
+    Args:
+        config: hyperparameters.
+        train_files, eval_files: file patterns of gzipped transformed TFRecords with
+            ``image_bytes`` and ``label``.
+        model_run_dir: TensorBoard logs go here (the TFX ModelRun artifact).
+        train_steps: optimiser steps in total; zero leaves the initial weights.
+        eval_steps: evaluation batches (all of the eval data when None).
+        train_examples: size of the training set, for the epoch length of the
+            learning-rate schedule; counted from the data when None.
+        backup_dir: where preemption checkpoints live; a rerun pointed at the same
+            folder resumes from the last one (default: ``model_run_dir/backup``).
+    """
+    if tf.config.list_physical_devices("GPU"):
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    if config.seed is not None:
+        tf.keras.utils.set_random_seed(config.seed)
+    strategy = choose_strategy()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    counts = count_labels(train_files) if (config.class_weights or not train_examples) else None
+    if train_examples is None:
+        train_examples = sum(counts)
+    steps_per_epoch = max(1, math.ceil(train_examples / global_batch))
+    log.info(
+        "training %s on %d replica(s), global batch %d, %d examples, %d steps per epoch, "
+        "%d steps", config.model, replicas, global_batch, train_examples, steps_per_epoch,
+        train_steps,
+    )
+    with strategy.scope():
+        model = build_classifier(config)
+        model.compile(
+            optimizer=make_optimizer(
+                config, learning_rate_schedule(config, steps_per_epoch, replicas)
+            ),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    eval_data = make_dataset(eval_files, config, global_batch, training=False)
+    if train_steps > 0:
+        train_data = make_dataset(train_files, config, global_batch, training=True)
+        epoch_steps = min(steps_per_epoch, train_steps)
+        epochs = math.ceil(train_steps / epoch_steps)
+        callbacks = [
+            tf.keras.callbacks.BackupAndRestore(
+                backup_dir or os.path.join(model_run_dir, BACKUP_DIR),
+                save_freq=max(1, min(config.checkpoint_every, train_steps)),
+                delete_checkpoint=True,
+            ),
+            tf.keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch"),
+        ]
+        model.fit(
+            train_data,
+            epochs=epochs,
+            steps_per_epoch=epoch_steps,
+            class_weight=class_weights_from_counts(counts) if config.class_weights else None,
+            callbacks=callbacks,
+            verbose=2,
+        )
+    # fit() ends by swapping the moving average into the model's weights.
+    results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
+    metrics = {k: float(v) for k, v in results.items()}
+    metrics.update(replicas=float(replicas), train_examples=float(train_examples))
+    return model, metrics

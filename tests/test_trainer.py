@@ -1,0 +1,169 @@
+"""Training: the paper's optimiser and schedule, resume after preemption, two workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.names import CLASS_NAMES
+from components.trainer import config as trainer_config
+from components.trainer.export import export_model
+from components.trainer.train import (
+    class_weights_from_counts,
+    count_labels,
+    learning_rate_schedule,
+    make_optimizer,
+    train_model,
+)
+from tests.trainer_fixtures import drop_image, write_transformed
+
+TINY = trainer_config.TINY
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("transformed")
+    write_transformed(folder / "train-00000.gz", 48, seed=1)
+    write_transformed(folder / "eval-00000.gz", 16, seed=2)
+    return folder
+
+
+def test_paper_optimiser_and_schedule():
+    paper = trainer_config.PAPER
+    assert (paper.batch_size, paper.learning_rate, paper.model) == (64, 0.045, "paper")
+    optimizer = make_optimizer(paper, learning_rate_schedule(paper, 100, 1))
+    cfg = optimizer.get_config()
+    assert (cfg["rho"], cfg["momentum"], cfg["epsilon"]) == (0.9, 0.9, 0.1)
+    assert cfg["use_ema"] and cfg["ema_momentum"] == 0.9999
+    schedule = learning_rate_schedule(paper, steps_per_epoch=100, replicas=1)
+    # x0.94 every 2 epochs (200 steps), as a staircase.
+    assert float(schedule(199)) == pytest.approx(0.045)
+    assert float(schedule(200)) == pytest.approx(0.045 * 0.94)
+    assert float(schedule(1000)) == pytest.approx(0.045 * 0.94**5)
+    # With 8 replicas the global batch is 8x larger: the rate scales with it.
+    assert float(learning_rate_schedule(paper, 100, 8)(0)) == pytest.approx(0.36)
+
+
+def test_class_weights_counts_and_inverse_frequency(data):
+    counts = count_labels(str(data / "train*.gz"))
+    assert counts == [12, 12, 12, 12]
+    weights = class_weights_from_counts([100, 25, 6, 400])
+    assert weights[2] > weights[1] > weights[0] > weights[3]
+    total = sum(w * c for w, c in zip(weights.values(), [100, 25, 6, 400], strict=True))
+    assert total == pytest.approx(531)
+
+
+def test_training_learns_and_export_answers(data, tmp_path):
+    config = dataclasses.replace(TINY, learning_rate=0.005, ema_decay=0.9)
+    _, before = train_model(config, str(data / "train*"), str(data / "eval*"),
+                            str(tmp_path / "run0"), train_steps=0)
+    model, after = train_model(config, str(data / "train*"), str(data / "eval*"),
+                               str(tmp_path / "run"), train_steps=36)
+    assert after["loss"] < before["loss"]
+    # TensorBoard logs land in the model run directory.
+    assert any("events.out.tfevents" in f for _, _, fs in os.walk(tmp_path / "run") for f in fs)
+    export_dir = tmp_path / "export"
+    export_model(model, str(export_dir), config.model_config.input_size)
+    loaded = tf.saved_model.load(str(export_dir))
+    rng = np.random.default_rng(3)
+    images = tf.constant([drop_image(label, rng) for label in range(4)])
+    served = loaded.signatures["serving_default"](image_bytes=images)
+    probabilities = loaded.signatures["probabilities"](image_bytes=images)["probabilities"]
+    scores = served["scores"].numpy()
+    assert served["classes"].shape == (4, 4) and scores.shape == (4, 4)
+    assert np.all(np.diff(scores, axis=1) <= 0), "scores sorted, highest first"
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    # The sorted classes and scores are the fixed-order probabilities rearranged.
+    for row in range(4):
+        for name, score in zip(served["classes"].numpy()[row], scores[row], strict=True):
+            index = CLASS_NAMES.index(name.decode())
+            assert probabilities.numpy()[row, index] == pytest.approx(score, rel=1e-5)
+    # Malformed bytes: a clear error, and the model keeps answering afterwards.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)image"):
+        loaded.signatures["serving_default"](image_bytes=tf.constant([b"not an image"]))
+    assert loaded.signatures["serving_default"](image_bytes=images[:1])["scores"].shape == (1, 4)
+
+
+class _Preempt(tf.keras.callbacks.Callback):
+    def __init__(self, at_step: int):
+        super().__init__()
+        self.at_step = at_step
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_step:
+            raise KeyboardInterrupt("preempted")
+
+
+def test_resume_after_preemption(data, tmp_path, monkeypatch):
+    backup = tmp_path / "backup"
+    original_fit = tf.keras.Model.fit
+    steps_run: list[int] = []
+
+    def fit_with_preemption(self, *args, callbacks=None, **kwargs):
+        steps_run.append(self.optimizer.iterations.numpy())
+        return original_fit(self, *args, callbacks=[*callbacks, _Preempt(7)], **kwargs)
+
+    monkeypatch.setattr(tf.keras.Model, "fit", fit_with_preemption)
+    config = dataclasses.replace(TINY, checkpoint_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(config, str(data / "train*"), str(data / "eval*"), str(tmp_path / "r1"),
+                    train_steps=12, backup_dir=str(backup))
+    assert backup.exists(), "a preemption checkpoint was written"
+    monkeypatch.setattr(tf.keras.Model, "fit", original_fit)
+
+    resumed_from: list[int] = []
+
+    class Probe(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            resumed_from.append(int(self.model.optimizer.iterations.numpy()))
+
+    def fit_with_probe(self, *args, callbacks=None, **kwargs):
+        return original_fit(self, *args, callbacks=[*callbacks, Probe()], **kwargs)
+
+    monkeypatch.setattr(tf.keras.Model, "fit", fit_with_probe)
+    model, _ = train_model(config, str(data / "train*"), str(data / "eval*"),
+                           str(tmp_path / "r2"), train_steps=12, backup_dir=str(backup))
+    # BackupAndRestore restores inside fit, after on_train_begin of earlier callbacks.
+    assert int(model.optimizer.iterations.numpy()) == 12
+    assert not backup.exists() or not any(backup.iterdir()), "backup removed on completion"
+    assert steps_run == [0]
+
+
+@pytest.mark.slow
+def test_two_workers_end_with_identical_weights(data, tmp_path):
+    import portpicker
+
+    ports = [portpicker.pick_unused_port() for _ in range(2)]
+    worker = Path(__file__).with_name("multiworker_worker.py")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(i), ",".join(map(str, ports)), str(data),
+             str(tmp_path)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    for i in range(2):
+        metrics = json.loads((tmp_path / f"metrics{i}.json").read_text())
+        assert metrics["replicas"] == 2.0, "both workers joined one MultiWorkerMirroredStrategy"
+    first = np.load(tmp_path / "weights0.npz")
+    second = np.load(tmp_path / "weights1.npz")
+    assert len(first.files) == len(second.files) > 10
+    for key in first.files:
+        np.testing.assert_array_equal(first[key], second[key])
+    # Training moved the weights away from a fresh initialisation.
+    assert any(np.abs(first[k]).sum() > 0 for k in first.files)
