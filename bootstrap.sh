@@ -63,5 +63,5 @@ if ! { [ -x "$UV" ] && [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" = "$UV
 fi
 
 # --frozen: install exactly uv.lock, never re-resolve. The project goes in editable.
-"$UV" sync --frozen --extra dev --python "$PYTHON" --quiet
+"$UV" sync --frozen --extra dev --compile-bytecode --python "$PYTHON" --quiet
 echo "bootstrap: .venv is ready ($(.venv/bin/python --version)); try .venv/bin/marco --help"

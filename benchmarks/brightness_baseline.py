@@ -13,7 +13,6 @@ Run: ``.venv/bin/python benchmarks/brightness_baseline.py [--images 1500 --scale
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +20,6 @@ from pathlib import Path
 import click
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import components  # noqa: F401  (process set-up before anything else)
 from components.catalogue import load_catalogue

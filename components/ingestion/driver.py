@@ -1,0 +1,107 @@
+"""Driver of ImageExampleGen: fingerprints the inputs so the cache notices new data.
+
+ImageExampleGen has no input artifacts, so TFX's cache key is only its parameters:
+without this driver a second run over a changed data folder would reuse the old
+Examples. Like FileBasedExampleGen's driver, it adds an ``input_fingerprint`` execution
+property (file listing only: paths, sizes and modification times of every unit and
+image file, plus the catalogue's content), which the cache key includes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from tfx.dsl.components.base import base_driver
+from tfx.orchestration import data_types, data_types_utils, metadata
+from tfx.orchestration.portable import base_driver as portable_base_driver
+from tfx.orchestration.portable import data_types as portable_data_types
+from tfx.proto.orchestration import driver_output_pb2
+
+from components.catalogue import Catalogue, load_catalogue
+from components.ingestion import beam_stages
+
+FINGERPRINT_KEY = "input_fingerprint"
+
+
+def _stat_line(path: str) -> str:
+    try:
+        stat = os.stat(path)
+        return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}"
+    except OSError:
+        return f"{path}\tmissing"
+
+
+def input_fingerprint(catalogue: Catalogue, units: list[beam_stages.WorkUnit]) -> str:
+    """A digest that changes whenever an input file or the catalogue changes.
+
+    Local files are stat-ed (label folders are walked, since adding an image to one
+    changes no manifest); other file systems report size and update time.
+    """
+    digest = hashlib.sha256()
+    for source in catalogue:
+        digest.update(source.file.read_bytes())
+    for unit in units:
+        if unit.kind == beam_stages.LAYOUT_UNIT and os.path.isdir(unit.path):
+            for dirpath, dirnames, filenames in os.walk(unit.path):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    digest.update(_stat_line(os.path.join(dirpath, name)).encode())
+        elif os.path.exists(unit.path):
+            digest.update(_stat_line(unit.path).encode())
+        else:
+            for match in FileSystems.match([unit.path])[0].metadata_list:
+                line = f"{match.path}\t{match.size_in_bytes}\t{match.last_updated_in_seconds}"
+                digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def fingerprint_from_properties(exec_properties: dict[str, Any]) -> str:
+    """List the units the executor will read and fingerprint them."""
+    from components.ingestion import executor
+
+    catalogue = load_catalogue(exec_properties.get(executor.CATALOGUE_DIR_KEY) or None)
+    units = beam_stages.list_work_units(
+        catalogue,
+        exec_properties.get(executor.DATA_DIR_KEY) or None,
+        exec_properties.get(executor.MARCO_SHARDS_KEY) or None,
+        json.loads(exec_properties.get(executor.INSTITUTIONS_KEY) or "null"),
+    )
+    return input_fingerprint(catalogue, units)
+
+
+class Driver(base_driver.BaseDriver, portable_base_driver.BaseDriver):
+    """Adds ``input_fingerprint`` to the execution properties (legacy and IR runners)."""
+
+    def __init__(self, metadata_handle: metadata.Metadata) -> None:
+        base_driver.BaseDriver.__init__(self, metadata_handle)
+        portable_base_driver.BaseDriver.__init__(self, metadata_handle)
+
+    def resolve_exec_properties(
+        self,
+        exec_properties: dict[str, Any],
+        pipeline_info: data_types.PipelineInfo,
+        component_info: data_types.ComponentInfo,
+    ) -> dict[str, Any]:
+        exec_properties[FINGERPRINT_KEY] = fingerprint_from_properties(exec_properties)
+        return exec_properties
+
+    def run(
+        self, execution_info: portable_data_types.ExecutionInfo
+    ) -> driver_output_pb2.DriverOutput:
+        result = driver_output_pb2.DriverOutput()
+        fingerprint = fingerprint_from_properties(dict(execution_info.exec_properties))
+        for key, value in execution_info.exec_properties.items():
+            if value is not None:
+                data_types_utils.set_metadata_value(result.exec_properties[key], value)
+        result.exec_properties[FINGERPRINT_KEY].string_value = fingerprint
+        for key, artifacts in execution_info.output_dict.items():
+            for artifact in artifacts:
+                output = copy.deepcopy(artifact.mlmd_artifact)
+                output.custom_properties[FINGERPRINT_KEY].string_value = fingerprint
+                result.output_artifacts[key].artifacts.append(output)
+        return result

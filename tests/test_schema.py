@@ -1,0 +1,133 @@
+"""The curated schema against the catalogue, and the stop on data outside its domains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from click.testing import CliRunner
+
+from components.anomaly_gate import DataAnomalies, check_anomalies, describe_anomalies
+from components.catalogue import load_catalogue
+from components.ingestion.beam_stages import (
+    EVAL_SPLIT,
+    TRAIN_SPLIT,
+    IngestImages,
+    IngestionConfig,
+    WriteIngestion,
+    list_work_units,
+)
+from components.names import IMAGE_KEY, LABEL_KEY, NATIVE_LABEL_KEY
+from components.schema_gen import build_schema, render_schema, stale_reason
+from pipeline.cli import main
+from schemas import SCHEMA_FILE
+from tests.ingestion_fixtures import add_institution, make_synthetic
+
+
+def test_committed_schema_matches_the_catalogue():
+    reason = stale_reason(load_catalogue())
+    assert reason is None, f"{reason}; run `marco schema update`"
+
+
+def test_schema_covers_the_example_format():
+    import components.names as names
+
+    schema = build_schema(load_catalogue())
+    features = {f.name: f for f in schema.feature}
+    example_keys = {
+        value for key, value in vars(names).items()
+        if key.endswith("_KEY") and key != "LABEL_KEY"
+    }
+    assert set(features) == example_keys
+    assert LABEL_KEY not in features
+    assert features[IMAGE_KEY].WhichOneof("domain_info") == "image_domain"
+    domains = {d.name: list(d.value) for d in schema.string_domain}
+    catalogue = load_catalogue()
+    assert domains["institution"] == sorted(catalogue.codes)
+    assert set(domains["native_label"]) == {n for _, n in catalogue.native_labels()}
+
+
+def test_catalogue_drift_is_detected_and_fixed_by_one_command(catalogue_copy: Path, tmp_path):
+    add_institution(catalogue_copy)
+    reason = stale_reason(load_catalogue(catalogue_copy))
+    assert reason and "NEWLAB" in reason and "xtal" in reason
+
+    runner = CliRunner()
+    stale = runner.invoke(main, ["schema", "check", "--catalogue", str(catalogue_copy)])
+    assert stale.exit_code != 0
+    assert "NEWLAB" in stale.output and "marco schema update" in stale.output
+
+    schema_file = tmp_path / "schema.pbtxt"
+    schema_file.write_text(SCHEMA_FILE.read_text())
+    args = ["--catalogue", str(catalogue_copy), "--schema-file", str(schema_file)]
+    updated = runner.invoke(main, ["schema", "update", *args])
+    assert updated.exit_code == 0, updated.output
+    assert schema_file.read_text() == render_schema(load_catalogue(catalogue_copy))
+    assert runner.invoke(main, ["schema", "check", *args]).exit_code == 0
+    again = runner.invoke(main, ["schema", "update", *args])
+    assert "up to date" in again.output
+
+
+def _validate(uri: str, anomalies_dir: Path) -> dict[str, str]:
+    """StatisticsGen + ExampleValidator on an ingested artifact, as TFX runs them."""
+    import tensorflow_data_validation as tfdv
+    from tfx.utils import io_utils
+
+    from components.statistics import stats_options
+
+    schema = io_utils.SchemaReader().read(str(SCHEMA_FILE))
+    split_dirs = {}
+    for split in (TRAIN_SPLIT, EVAL_SPLIT):
+        options = stats_options()
+        options.schema = schema
+        stats = tfdv.generate_statistics_from_tfrecord(
+            data_location=f"{uri}/Split-{split}/*.gz", stats_options=options
+        )
+        anomalies = tfdv.validate_statistics(stats, schema)
+        split_dir = anomalies_dir / f"Split-{split}"
+        split_dir.mkdir(parents=True)
+        (split_dir / "SchemaDiff.pb").write_bytes(anomalies.SerializeToString())
+        split_dirs[split] = str(split_dir)
+    return split_dirs
+
+
+@pytest.mark.slow
+def test_new_institution_and_unknown_label_stop_the_run(catalogue_copy: Path, tmp_path: Path):
+    """Data engineer adds an institution YAML but does not regenerate the schema."""
+    add_institution(catalogue_copy)
+    catalogue = load_catalogue(catalogue_copy)
+    data = tmp_path / "data"
+    make_synthetic(data, 40, catalogue=catalogue)
+    uri = str(tmp_path / "examples")
+    config = IngestionConfig(catalogue, str(data), eval_percent=50)
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | IngestImages(config, list_work_units(catalogue, str(data))) | (
+            WriteIngestion(uri)
+        )
+
+    split_dirs = _validate(uri, tmp_path / "anomalies")
+    with pytest.raises(DataAnomalies) as raised:
+        check_anomalies(split_dirs)
+    message = str(raised.value)
+    assert "feature 'institution'" in message and "NEWLAB" in message
+    assert f"feature '{NATIVE_LABEL_KEY}'" in message and "xtal" in message
+    assert "marco schema update" in message
+
+
+@pytest.mark.slow
+def test_data_inside_the_schema_passes_the_gate(tmp_path: Path):
+    catalogue = load_catalogue()
+    data = tmp_path / "data"
+    make_synthetic(data, 40)
+    uri = str(tmp_path / "examples")
+    config = IngestionConfig(catalogue, str(data), eval_percent=50)
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | IngestImages(config, list_work_units(catalogue, str(data))) | (
+            WriteIngestion(uri)
+        )
+    split_dirs = _validate(uri, tmp_path / "anomalies")
+    check_anomalies(split_dirs)
+    from components.anomaly_gate import read_anomalies
+
+    assert describe_anomalies(read_anomalies(split_dirs[TRAIN_SPLIT])) == []
