@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 import components  # noqa: F401  (process set-up before TensorFlow)
+from pipeline.commands import compile as compile_commands
 from pipeline.commands import demo as demo_commands
 from pipeline.commands import schema as schema_commands
 from pipeline.commands import sources as sources_commands
@@ -21,6 +22,7 @@ def main() -> None:
     """MARCO: classify crystallization drop images with a TFX pipeline."""
 
 
+main.add_command(compile_commands.compile_command)
 main.add_command(demo_commands.demo)
 main.add_command(sources_commands.sources)
 main.add_command(synth_commands.synth)

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines (v2) and Vertex AI Pipelines: compile the MARCO graph there."""
