@@ -40,7 +40,6 @@ class ClusterSettings:
         image: container image with TFX 1.16 and this project installed.
         data_dir: ``gs://`` folder of institution data, and/or ``marco_shards``.
         marco_shards: ``gs://`` glob of published MARCO TFRecord shards.
-        serving_dir: ``gs://`` folder Pusher writes versions to.
         preset: ``paper`` (default), ``demo`` or ``tiny``.
         dataflow_machine_type: Dataflow worker machine type for the Beam components.
         dataflow_max_workers: most Dataflow workers.
@@ -50,7 +49,6 @@ class ClusterSettings:
     region: str
     pipeline_root: str
     image: str
-    serving_dir: str
     data_dir: str | None = None
     marco_shards: str | None = None
     preset: str = "paper"
@@ -89,7 +87,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "settings") -> Cluster
     for name in required:
         if not data.get(name):
             raise SettingsError(f"{source}: {name}: missing required setting")
-    for name in ("pipeline_root", "serving_dir", "data_dir", "marco_shards"):
+    for name in ("pipeline_root", "data_dir", "marco_shards"):
         value = data.get(name)
         if value and not str(value).startswith("gs://"):
             raise SettingsError(f"{source}: {name}: must be a gs:// path, got {value!r}")
@@ -123,7 +121,6 @@ def build(settings: ClusterSettings):
 
     config = PipelineConfig(
         pipeline_root=settings.pipeline_root,
-        serving_dir=settings.serving_dir,
         preset=PRESETS[settings.preset],
         data_dir=settings.data_dir,
         marco_shards=settings.marco_shards,

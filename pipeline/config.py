@@ -23,24 +23,17 @@ class Preset:
     training: training.TrainingConfig
     train_steps: int
     eval_steps: int | None
-    accuracy_floor: float
-    synthetic_images: int
 
     def __post_init__(self) -> None:
         if self.train_steps < 0:
             raise ValueError(f"train_steps must be >= 0, got {self.train_steps}")
-        if not 0 <= self.accuracy_floor <= 1:
-            raise ValueError(f"accuracy_floor must be within 0-1, got {self.accuracy_floor}")
 
 
 PRESETS: Mapping[str, Preset] = {
-    "tiny": Preset("tiny", training.TINY, train_steps=12, eval_steps=None, accuracy_floor=0.0,
-                   synthetic_images=80),
-    "demo": Preset("demo", training.DEMO, train_steps=600, eval_steps=None, accuracy_floor=0.6,
-                   synthetic_images=1500),
+    "tiny": Preset("tiny", training.TINY, train_steps=12, eval_steps=None),
+    "demo": Preset("demo", training.DEMO, train_steps=600, eval_steps=None),
     # The paper trained for about 1.7M steps of 64 images.
-    "paper": Preset("paper", training.PAPER, train_steps=1_700_000, eval_steps=None,
-                    accuracy_floor=0.9, synthetic_images=0),
+    "paper": Preset("paper", training.PAPER, train_steps=1_700_000, eval_steps=None),
 }
 
 
@@ -51,7 +44,6 @@ class PipelineConfig:
     Attributes:
         pipeline_root: where TFX writes artifacts.
         data_dir: raw institution folders (optional when ``marco_shards`` is set).
-        serving_dir: Pusher's destination; versions accumulate there.
         preset: training and blessing settings.
         marco_shards: glob of published MARCO TFRecord shards to ingest as well.
         catalogue_dir: institution YAML folder (default: the project's).
@@ -65,7 +57,6 @@ class PipelineConfig:
     """
 
     pipeline_root: str
-    serving_dir: str
     preset: Preset
     data_dir: str | None = None
     marco_shards: str | None = None

@@ -165,5 +165,3 @@ def test_two_workers_end_with_identical_weights(data, tmp_path):
     assert len(first.files) == len(second.files) > 10
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
-    # Training moved the weights away from a fresh initialisation.
-    assert any(np.abs(first[k]).sum() > 0 for k in first.files)

@@ -44,7 +44,6 @@ def test_trainer_component_exports_a_model_that_answers_every_signature(tmp_path
     make_synthetic(data, 60)
     config = PipelineConfig(
         pipeline_root=str(tmp_path / "root"),
-        serving_dir=str(tmp_path / "serving"),
         preset=PRESETS["tiny"],
         data_dir=str(data),
         eval_percent=25,
@@ -85,5 +84,5 @@ def test_pipeline_config_needs_some_data():
     from pipeline.config import PRESETS, PipelineConfig
 
     with pytest.raises(ValueError, match="data_dir, marco_shards or both"):
-        PipelineConfig(pipeline_root="r", serving_dir="s", preset=PRESETS["tiny"])
+        PipelineConfig(pipeline_root="r", preset=PRESETS["tiny"])
 
