@@ -11,6 +11,8 @@ import click
 import components  # noqa: F401  (process set-up before TensorFlow)
 from pipeline.commands import compile as compile_commands
 from pipeline.commands import demo as demo_commands
+from pipeline.commands import report as report_commands
+from pipeline.commands import run as run_commands
 from pipeline.commands import schema as schema_commands
 from pipeline.commands import sources as sources_commands
 from pipeline.commands import synth as synth_commands
@@ -24,6 +26,8 @@ def main() -> None:
 
 main.add_command(compile_commands.compile_command)
 main.add_command(demo_commands.demo)
+main.add_command(report_commands.report)
+main.add_command(run_commands.run)
 main.add_command(sources_commands.sources)
 main.add_command(synth_commands.synth)
 main.add_command(schema_commands.schema)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
@@ -16,18 +20,47 @@ from schemas import SCHEMA_FILE
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 
+# How far the graph goes; each stage includes the ones before it.
+STAGES = ("validation", "transform", "training", "push")
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Which component classes run training and pushing, and their extra settings.
+
+    The default runs both in the pipeline's own process or pod. A cloud runner swaps
+    in TFX's Google Cloud extension components (a Vertex AI training job, a Vertex AI
+    endpoint) and their ``custom_config``; the rest of the graph is unchanged.
+    """
+
+    trainer_component: type = tfx.components.Trainer
+    trainer_custom_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pusher_component: type = tfx.components.Pusher
+    pusher_custom_config: Mapping[str, Any] | None = None
+
 
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config=None,
+    *,
+    through: str = "push",
+    placement: Placement | None = None,
 ) -> tfx.dsl.Pipeline:
-    """Builds ingestion, validation, label collapse and training from ``config``.
+    """Builds the MARCO pipeline from ``config``.
 
     Args:
         config: paths, preset and Beam arguments.
         metadata_connection_config: ML Metadata connection (SQLite locally; None on
             Kubeflow, where the cluster provides it).
+        through: last stage to include, one of :data:`STAGES` (tests and data checks
+            stop early; a real run goes through ``push``).
+        placement: where training and pushing run (default: in process).
     """
+    if through not in STAGES:
+        raise ValueError(f"through must be one of {STAGES}, got {through!r}")
+    stop = STAGES.index(through)
+    placement = placement or Placement()
+
     examples = ImageExampleGen(
         config.data_dir,
         catalogue_dir=config.catalogue_dir,
@@ -45,31 +78,42 @@ def create_pipeline(
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
     )
     gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
-    transform_config = (
-        {CATALOGUE_DIR_CONFIG: config.catalogue_dir} if config.catalogue_dir else {}
-    )
-    transform = tfx.components.Transform(
-        examples=examples.outputs["examples"],
-        schema=schema.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
-        custom_config=transform_config,
-        disable_statistics=True,
-    )
-    # Nothing downstream of validation runs on data with anomalies.
-    transform.add_upstream_node(gate)
-    trainer_config = {CUSTOM_CONFIG_KEY: config.preset.training.to_json_dict()}
-    if config.backup_dir:
-        trainer_config[BACKUP_DIR_KEY] = config.backup_dir
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=config.preset.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.preset.eval_steps),
-        custom_config=trainer_config,
-    )
-    components = [examples, schema, statistics, validator, gate, transform, trainer]
+    components = [examples, schema, statistics, validator, gate]
+
+    if stop >= STAGES.index("transform"):
+        transform_config = (
+            {CATALOGUE_DIR_CONFIG: config.catalogue_dir} if config.catalogue_dir else {}
+        )
+        transform = tfx.components.Transform(
+            examples=examples.outputs["examples"],
+            schema=schema.outputs["schema"],
+            preprocessing_fn=PREPROCESSING_FN,
+            custom_config=transform_config,
+            disable_statistics=True,
+        )
+        # Nothing downstream of validation runs on data with anomalies.
+        transform.add_upstream_node(gate)
+        components.append(transform)
+
+    if stop >= STAGES.index("training"):
+        trainer_config = {CUSTOM_CONFIG_KEY: config.preset.training.to_json_dict()}
+        if config.backup_dir:
+            trainer_config[BACKUP_DIR_KEY] = config.backup_dir
+        trainer_config.update(placement.trainer_custom_config)
+        trainer = placement.trainer_component(
+            run_fn=RUN_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(num_steps=config.preset.train_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.preset.eval_steps),
+            custom_config=trainer_config,
+        )
+        components.append(trainer)
+
+    if stop >= STAGES.index("push"):
+        components.extend(_evaluate_and_push(config, examples, trainer, placement))
+
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
@@ -78,3 +122,31 @@ def create_pipeline(
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),
     )
+
+
+def _evaluate_and_push(config: PipelineConfig, examples, trainer, placement: Placement) -> list:
+    """Resolver of the last blessed model, the TFMA Evaluator and the Pusher."""
+    from components.evaluation import eval_config
+
+    baseline = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=examples.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config(config.preset.accuracy_floor, config.change_tolerance),
+    )
+    pusher_args = dict(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_root)
+        ),
+    )
+    if placement.pusher_custom_config is not None:
+        pusher_args["custom_config"] = dict(placement.pusher_custom_config)
+    pusher = placement.pusher_component(**pusher_args)
+    return [baseline, evaluator, pusher]

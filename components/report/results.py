@@ -1,0 +1,199 @@
+"""Reads a TFMA evaluation (the Evaluator's ModelEvaluation artifact) into plain arrays.
+
+Only the candidate model's values are read: when the Evaluator compared against a
+baseline, TFMA also wrote the baseline's metrics and the differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from components.names import CLASS_NAMES, INSTITUTION_KEY, NUM_CLASSES
+
+OVERALL = "overall"
+_CANDIDATE_NAMES = ("", "candidate")
+
+
+class EvaluationError(ValueError):
+    """The evaluation folder lacks something the report needs; the message says what."""
+
+
+@dataclasses.dataclass
+class RocCurve:
+    """One class against the rest, at TFMA's thresholds (highest threshold first)."""
+
+    thresholds: np.ndarray
+    true_positive_rate: np.ndarray
+    false_positive_rate: np.ndarray
+
+
+@dataclasses.dataclass
+class SliceResult:
+    """Metrics of one slice: all examples, or one institution's."""
+
+    name: str
+    example_count: float
+    accuracy: float
+    confusion: np.ndarray  # [true, predicted] counts, in CLASS_NAMES order
+    precision: dict[str, float] = dataclasses.field(default_factory=dict)
+    recall: dict[str, float] = dataclasses.field(default_factory=dict)
+    auc: dict[str, float] = dataclasses.field(default_factory=dict)
+    roc: dict[str, RocCurve] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class EvaluationResults:
+    """Every slice of one evaluation, and whether the model passed its thresholds."""
+
+    path: str
+    overall: SliceResult
+    institutions: dict[str, SliceResult]
+    blessed: bool | None
+    failures: list[str]
+
+
+def _slice_name(slice_key) -> str | None:
+    """``overall`` for all examples, the institution code for its slice, else None."""
+    keys = list(slice_key.single_slice_keys)
+    if not keys:
+        return OVERALL
+    if len(keys) == 1 and keys[0].column == INSTITUTION_KEY:
+        value = keys[0]
+        kind = value.WhichOneof("kind")
+        raw = getattr(value, kind)
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+    return None
+
+
+def _class_id(key) -> int | None:
+    return key.sub_key.class_id.value if key.sub_key.HasField("class_id") else None
+
+
+def _candidate(key) -> bool:
+    return key.model_name in _CANDIDATE_NAMES and not getattr(key, "is_diff", False)
+
+
+def _metric_value(value) -> float | None:
+    kind = value.WhichOneof("type")
+    if kind == "double_value":
+        return float(value.double_value.value)
+    return None
+
+
+def load_results(evaluation_dir: str | Path) -> EvaluationResults:
+    """Reads metrics, plots and validation from an Evaluator output folder."""
+    import tensorflow_model_analysis as tfma
+
+    path = str(evaluation_dir)
+    try:
+        metrics = list(tfma.load_metrics(path))
+        plots = list(tfma.load_plots(path))
+    except Exception as exc:  # TFMA raises NotFoundError, ValueError, ... on bad folders
+        raise EvaluationError(f"{path}: cannot read TFMA metrics and plots: {exc}") from exc
+    if not metrics:
+        raise EvaluationError(f"{path}: no TFMA metrics found")
+
+    slices: dict[str, SliceResult] = {}
+
+    def slice_for(name: str) -> SliceResult:
+        if name not in slices:
+            slices[name] = SliceResult(
+                name, 0.0, float("nan"), np.zeros((NUM_CLASSES, NUM_CLASSES))
+            )
+        return slices[name]
+
+    for record in metrics:
+        name = _slice_name(record.slice_key)
+        if name is None:
+            continue
+        result = slice_for(name)
+        for entry in record.metric_keys_and_values:
+            key = entry.key
+            if not _candidate(key):
+                continue
+            value = _metric_value(entry.value)
+            if value is None:
+                continue
+            class_id = _class_id(key)
+            if class_id is None:
+                if key.name == "example_count":
+                    result.example_count = value
+                elif key.name == "sparse_categorical_accuracy":
+                    result.accuracy = value
+                continue
+            class_name = CLASS_NAMES[class_id]
+            if key.name == "precision":
+                result.precision[class_name] = value
+            elif key.name == "recall":
+                result.recall[class_name] = value
+            elif key.name == "auc":
+                result.auc[class_name] = value
+
+    for record in plots:
+        name = _slice_name(record.slice_key)
+        if name is None:
+            continue
+        result = slice_for(name)
+        for entry in record.plot_keys_and_values:
+            key = entry.key
+            if key.model_name not in _CANDIDATE_NAMES:
+                continue
+            data = entry.value
+            if data.HasField("multi_class_confusion_matrix_at_thresholds"):
+                matrices = data.multi_class_confusion_matrix_at_thresholds.matrices
+                # The default threshold 0 means: the class with the highest score.
+                matrix = next((m for m in matrices if m.threshold == 0.0), matrices[0])
+                for cell in matrix.entries:
+                    if 0 <= cell.actual_class_id < NUM_CLASSES and \
+                            0 <= cell.predicted_class_id < NUM_CLASSES:
+                        result.confusion[cell.actual_class_id, cell.predicted_class_id] += (
+                            cell.num_weighted_examples
+                        )
+            elif data.HasField("confusion_matrix_at_thresholds"):
+                class_id = _class_id(key)
+                if class_id is None:
+                    continue
+                points = sorted(
+                    data.confusion_matrix_at_thresholds.matrices,
+                    key=lambda m: m.threshold, reverse=True,
+                )
+                tp = np.array([m.true_positives for m in points])
+                fn = np.array([m.false_negatives for m in points])
+                fp = np.array([m.false_positives for m in points])
+                tn = np.array([m.true_negatives for m in points])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    tpr = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+                    fpr = np.where(fp + tn > 0, fp / (fp + tn), 0.0)
+                result.roc[CLASS_NAMES[class_id]] = RocCurve(
+                    np.array([m.threshold for m in points]), tpr, fpr
+                )
+
+    if OVERALL not in slices:
+        raise EvaluationError(f"{path}: TFMA wrote no overall slice")
+    overall = slices.pop(OVERALL)
+    if not overall.confusion.any():
+        raise EvaluationError(
+            f"{path}: no MultiClassConfusionMatrixPlot in the TFMA plots; the EvalConfig "
+            "must include it (see components/evaluation.py)"
+        )
+    blessed, failures = _validation(path)
+    return EvaluationResults(path, overall, dict(sorted(slices.items())), blessed, failures)
+
+
+def _validation(path: str) -> tuple[bool | None, list[str]]:
+    """Whether TFMA's thresholds passed, and a sentence per failed threshold."""
+    import tensorflow_model_analysis as tfma
+
+    try:
+        validation = tfma.load_validation_result(path)
+    except Exception:  # an evaluation run without thresholds writes no validation file
+        return None, []
+    failures = []
+    for failure in validation.metric_validations_per_slice:
+        where = _slice_name(failure.slice_key) or "a slice"
+        for item in failure.failures:
+            failures.append(f"{where}: {item.metric_key.name} {item.message}".strip())
+    return bool(validation.validation_ok), failures
