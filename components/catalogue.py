@@ -187,9 +187,19 @@ def _check_keys(
 
 
 def _require_str(path: Path, key: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value) == "":
+    if value is None or value == "":
+        raise _err(path, key, "is empty; fill it in")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _err(path, key, f"must be a non-empty string, got {value!r}")
     return str(value)
+
+
+def _unfilled(entry: Any) -> bool:
+    """True for a label entry whose class was left empty (as ``marco sources add`` writes)."""
+    if not isinstance(entry, Mapping) or "class" not in entry:
+        return False
+    value = entry["class"]
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _require_int(path: Path, key: str, value: Any, minimum: int = 0) -> int:
@@ -280,7 +290,18 @@ def _parse_labels(path: Path, data: Any) -> tuple[NativeLabel, ...]:
         _check_keys(path, where + ".", entry, LABEL_REQUIRED, LABEL_OPTIONAL)
         native = _require_str(path, where + ".native", entry["native"])
         class_name = entry["class"]
-        if class_name not in CLASS_IDS:
+        if _unfilled(entry):
+            others = [
+                repr(str(e.get("native"))) for j, e in enumerate(data) if j != i and _unfilled(e)
+            ]
+            also = f"; also without a class: {', '.join(others)}" if others else ""
+            raise _err(
+                path,
+                where + ".class",
+                f"no class given for native label {native!r}: fill in one of "
+                f"{', '.join(CLASS_NAMES)}{also}",
+            )
+        if not isinstance(class_name, str) or class_name not in CLASS_IDS:
             raise _err(
                 path,
                 where + ".class",

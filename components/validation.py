@@ -2,8 +2,9 @@
 
 This is what ``marco sources validate`` reports: per institution, counts per native
 label and per class, and every problem that would cost images or corrupt labels
-downstream (unmapped labels, missing or unreadable files, duplicate image ids), plus
-warnings that need a person's judgement (labels never seen, an unusual class mix).
+downstream (unmapped labels, missing or unreadable files, image ids used twice, within
+one institution or across two), plus warnings that need a person's judgement (labels
+never seen, an unusual class mix).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class SourceReport:
     classes: Counter = field(default_factory=Counter)
     unmapped: Counter = field(default_factory=Counter)
     unmapped_examples: dict[str, list[str]] = field(default_factory=dict)
+    # Other institution -> how many of this one's image ids it already uses.
+    collisions: Counter = field(default_factory=Counter)
+    collision_examples: dict[str, list[str]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -93,6 +97,7 @@ class ValidationReport:
                     "native_labels": dict(r.labels),
                     "classes": {CLASS_NAMES[c]: n for c, n in sorted(r.classes.items())},
                     "unmapped_labels": dict(r.unmapped),
+                    "image_id_collisions": dict(r.collisions),
                     "problems": len(r.problems),
                     "warnings": r.warnings,
                 }
@@ -262,6 +267,11 @@ def _tally(
     if previous is not None:
         owner, origin = previous
         where = "" if owner == record.institution else f" of institution {owner}"
+        if owner != record.institution:
+            report.collisions[owner] += 1
+            examples = report.collision_examples.setdefault(owner, [])
+            if len(examples) < 3:
+                examples.append(f"{record.image_id!r} ({record.origin})")
         report.problems.append(
             Problem(
                 record.institution,
@@ -290,6 +300,12 @@ def format_report(report: ValidationReport, max_problems: int = 20) -> str:
             lines.append(
                 f"  error: native label {label!r} ({count} records) is not mapped in the "
                 f"catalogue; e.g. {examples}"
+            )
+        for owner, count in r.collisions.most_common():
+            examples = ", ".join(r.collision_examples.get(owner, []))
+            lines.append(
+                f"  error: {count} image id(s) already used by institution {owner}; ids must "
+                f"be unique across institutions; e.g. {examples}"
             )
         for warning in r.warnings:
             lines.append(f"  warning: {warning}")

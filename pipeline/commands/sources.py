@@ -1,4 +1,4 @@
-"""``marco sources``: inspect the source catalogue and check data against it."""
+"""``marco sources``: inspect the catalogue, draft a new institution's file, check data."""
 
 from __future__ import annotations
 
@@ -101,3 +101,64 @@ def validate(
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if not report.ok:
         raise SystemExit(1)
+
+
+@sources.command("add")
+@click.argument("code")
+@click.option("--from", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The new institution's folder (images and any manifest or export).")
+@catalogue_option
+@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The folder the pipeline's data_dir will point at, which "
+              "the draft's paths are relative to (default: the parent of --from).")
+@click.option("--name", default=None, help="The institution's full name.")
+@click.option("--imager", default=None, help="The imager(s) that took the images.")
+@click.option("--setup", default=None, help="Crystallization set-up, e.g. 'Sitting drop'.")
+@click.option("--label-column", default=None, help="Column (CSV) or dotted key (JSON lines) "
+              "holding the label, when the detected one is wrong.")
+@click.option("--path-column", default=None, help="Column or dotted key holding the image "
+              "path, when the detected one is wrong.")
+@click.option("--force", is_flag=True, help="Overwrite an existing draft of CODE.")
+def add(
+    code: str,
+    data_dir: Path,
+    catalogue_dir: Path | None,
+    data_root: Path | None,
+    name: str | None,
+    imager: str | None,
+    setup: str | None,
+    label_column: str | None,
+    path_column: str | None,
+    force: bool,
+) -> None:
+    """Draft schemas/sources/CODE.yaml for a new institution from its files.
+
+    Detects the layout (CSV/TSV manifest, JSON lines or one folder per label) and
+    which column or key holds the image path, label, id, plate, well and imaging
+    time; reads every record to list each native label with its count; and writes
+    a draft whose label classes are left empty, with suggestions as comments. The
+    catalogue refuses the draft until every class is filled in.
+    """
+    from components.catalogue_draft import DraftError, add_source, describe
+    from schemas import SOURCES_DIR
+
+    command = " ".join(["marco sources add", code, "--from", str(data_dir)])
+    try:
+        draft = add_source(
+            code,
+            data_dir,
+            catalogue_dir if catalogue_dir is not None else SOURCES_DIR,
+            data_root=data_root,
+            name=name,
+            imager=imager,
+            setup=setup,
+            force=force,
+            label_column=label_column,
+            path_column=path_column,
+            command=command,
+        )
+    except DraftError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in describe(draft):
+        click.echo(line)
