@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from components import filesystem
+
 # Reasons an image is refused; stable strings, used as counter names and in reports.
 EMPTY = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
@@ -103,10 +105,12 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
 
 
 def read_and_inspect(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, ImageInfo]:
-    """Read a file and inspect it; a missing or unreadable file is a :class:`BadImage`."""
+    """Read a file and inspect it; a missing or unreadable file is a :class:`BadImage`.
+
+    The path may be local or a URL of any file system :mod:`components.filesystem` reads.
+    """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = filesystem.read_bytes(path)
     except FileNotFoundError:
         raise BadImage(MISSING, "file does not exist") from None
     except OSError as exc:

@@ -10,12 +10,14 @@ the driver lists units, and each unit is read independently, which is what lets
 ingestion fan the reading out over Beam workers. Readers never raise on a bad
 record: they yield a :class:`BadRecord` naming the file and line, so nothing is
 silently dropped.
+
+Paths may be local or on an object store (``gs://`` on Dataflow): listing and
+reading go through :mod:`components.filesystem`.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 import re
@@ -23,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from components import filesystem
 from components.catalogue import Source
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png")
@@ -53,30 +56,33 @@ class BadRecord:
     path: str = ""
 
 
-def _resolve(data_dir: Path, relative: str) -> Path:
-    path = Path(relative)
-    return path if path.is_absolute() else data_dir / path
+def _root(data_dir: Path | str) -> str:
+    return filesystem.normalise(str(data_dir))
+
+
+def _resolve(data_dir: str, relative: str) -> str:
+    return filesystem.join(data_dir, relative)
 
 
 def list_units(source: Source, data_dir: Path | str) -> list[str]:
-    """The independent pieces of an institution's records, as absolute paths.
+    """The independent pieces of an institution's records, as absolute paths or URLs.
 
     Raises:
         FileNotFoundError: when the layout's manifest, export or root folder is absent,
             naming the institution and the configured key.
     """
-    data_dir = Path(data_dir)
+    data_dir = _root(data_dir)
     layout = source.layout
     if layout.reader == "folder_per_label":
         root = _resolve(data_dir, layout.option("root"))
-        if not root.is_dir():
+        if not filesystem.isdir(root):
             raise FileNotFoundError(
                 f"{source.code}: layout.root folder {root} does not exist ({source.file})"
             )
-        return sorted(str(p) for p in root.iterdir() if p.is_dir())
+        return filesystem.subfolders(root)
     key = "manifest" if layout.reader == "csv_manifest" else "files"
-    pattern = str(_resolve(data_dir, layout.option(key)))
-    units = sorted(glob.glob(pattern))
+    pattern = _resolve(data_dir, layout.option(key))
+    units = filesystem.glob(pattern)
     if not units:
         raise FileNotFoundError(
             f"{source.code}: layout.{key} matches no file: {pattern} ({source.file})"
@@ -84,9 +90,9 @@ def list_units(source: Source, data_dir: Path | str) -> list[str]:
     return units
 
 
-def _image_root(source: Source, data_dir: Path, unit: str) -> Path:
+def _image_root(source: Source, data_dir: str, unit: str) -> str:
     configured = source.layout.option("image_root")
-    return _resolve(data_dir, configured) if configured else Path(unit).parent
+    return _resolve(data_dir, configured) if configured else filesystem.parent(unit)
 
 
 def _from_pattern(source: Source, relative: str) -> dict[str, str]:
@@ -103,7 +109,7 @@ def _derived_id(source: Source, relative: str) -> str:
 
 
 def _make_record(
-    source: Source, image_root: Path, values: Mapping[str, str], origin: str
+    source: Source, image_root: str, values: Mapping[str, str], origin: str
 ) -> Record | BadRecord:
     relative = values.get("path", "").strip()
     label = values.get("label", "").strip()
@@ -111,13 +117,13 @@ def _make_record(
         return BadRecord(source.code, origin, "missing_field", "empty image path")
     if not label:
         return BadRecord(source.code, origin, "missing_field", "empty label",
-                         str(_resolve(image_root, relative)))
+                         _resolve(image_root, relative))
     fields = _from_pattern(source, relative)
     fields.update({k: v.strip() for k, v in values.items() if v and v.strip()})
     return Record(
         institution=source.code,
         image_id=fields.get("image_id") or _derived_id(source, relative),
-        path=str(_resolve(image_root, relative)),
+        path=_resolve(image_root, relative),
         native_label=label,
         origin=origin,
         plate=fields.get("plate", ""),
@@ -126,11 +132,11 @@ def _make_record(
     )
 
 
-def _read_csv(source: Source, data_dir: Path, unit: str) -> Iterator[Record | BadRecord]:
+def _read_csv(source: Source, data_dir: str, unit: str) -> Iterator[Record | BadRecord]:
     columns = source.layout.record_fields
     delimiter = source.layout.option("delimiter", ",")
     image_root = _image_root(source, data_dir, unit)
-    with open(unit, newline="", encoding="utf-8-sig") as handle:
+    with filesystem.open_text(unit, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         header = reader.fieldnames or []
         missing = [c for f, c in columns.items() if f in ("path", "label") and c not in header]
@@ -160,10 +166,10 @@ def _dotted(obj: object, dotted: str) -> str:
     return "" if obj is None or isinstance(obj, (dict, list)) else str(obj)
 
 
-def _read_jsonl(source: Source, data_dir: Path, unit: str) -> Iterator[Record | BadRecord]:
+def _read_jsonl(source: Source, data_dir: str, unit: str) -> Iterator[Record | BadRecord]:
     fields = source.layout.record_fields
     image_root = _image_root(source, data_dir, unit)
-    with open(unit, encoding="utf-8") as handle:
+    with filesystem.open_text(unit, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -180,24 +186,24 @@ def _read_jsonl(source: Source, data_dir: Path, unit: str) -> Iterator[Record | 
             yield _make_record(source, image_root, values, origin)
 
 
-def _read_folder(source: Source, data_dir: Path, unit: str) -> Iterator[Record | BadRecord]:
-    label_dir = Path(unit)
+def _read_folder(source: Source, data_dir: str, unit: str) -> Iterator[Record | BadRecord]:
+    label_dir = filesystem.normalise(unit)
+    label = filesystem.name(label_dir)
     extensions = tuple(source.layout.option("extensions", DEFAULT_EXTENSIONS))
-    for dirpath, dirnames, filenames in os.walk(label_dir):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, _, filenames in filesystem.walk(label_dir):
+        for name in filenames:
             if name.rsplit(".", 1)[-1].lower() not in extensions:
                 continue
-            full = Path(dirpath) / name
-            relative = full.relative_to(label_dir).as_posix()
+            full = filesystem.join(dirpath, name)
+            relative = filesystem.relative_to(full, label_dir)
             fields = _from_pattern(source, relative)
             yield Record(
                 institution=source.code,
                 # Not under the label folder: a relabelled image keeps its id (and split).
                 image_id=fields.get("image_id") or _derived_id(source, relative),
-                path=str(full),
-                native_label=label_dir.name,
-                origin=str(full),
+                path=full,
+                native_label=label,
+                origin=full,
                 plate=fields.get("plate", ""),
                 well=fields.get("well", ""),
                 imaged_at=fields.get("imaged_at", ""),
@@ -213,7 +219,7 @@ _READERS = {
 
 def read_unit(source: Source, data_dir: Path | str, unit: str) -> Iterator[Record | BadRecord]:
     """Read one unit (manifest, export file or label folder) of an institution."""
-    data_dir = Path(data_dir)
+    data_dir = _root(data_dir)
     try:
         yield from _READERS[source.layout.reader](source, data_dir, unit)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

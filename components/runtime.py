@@ -2,7 +2,8 @@
 
 TF 2.16 defaults to Keras 3, which TFX 1.16, TFT and TFMA do not support. Setting
 ``TF_USE_LEGACY_KERAS=1`` makes ``tf.keras`` resolve to tf-keras (Keras 2). This is
-the only place in the project that sets it; ``components/__init__.py`` calls
+the only code in the project that sets it (the container image sets it in its
+environment too, for TFX's entry points); ``components/__init__.py`` calls
 :func:`configure` so that every process that imports project code (the CLI, Beam
 workers, TFX executors, the Trainer's module code) gets it before TensorFlow.
 """

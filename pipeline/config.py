@@ -8,9 +8,15 @@ graph builder reads flags or the environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from components.trainer import config as training
+
+if TYPE_CHECKING:
+    from tfx.v1.dsl.experimental import RuntimeParameter
+    from tfx.v1.proto import TrainArgs
 
 PIPELINE_NAME = "marco"
 
@@ -30,6 +36,17 @@ class Preset:
             raise ValueError(f"train_steps must be >= 0, got {self.train_steps}")
         if not 0.0 <= self.accuracy_floor <= 1.0:
             raise ValueError(f"accuracy_floor must be in [0, 1], got {self.accuracy_floor}")
+
+    def train_steps_for(self, replicas: int) -> int:
+        """Steps that show the model as many images as ``train_steps`` do on one replica.
+
+        ``train_steps`` counts steps of one replica's batch (the paper's 1.7M steps of
+        64); with N replicas in sync each step takes N batches, so N times fewer steps
+        keep the schedule's images and epochs.
+        """
+        if replicas < 1:
+            raise ValueError(f"replicas must be at least 1, got {replicas}")
+        return math.ceil(self.train_steps / replicas)
 
 
 # accuracy_floor: the smallest overall eval accuracy that blesses a model. The tiny
@@ -52,9 +69,11 @@ class PipelineConfig:
 
     Attributes:
         pipeline_root: where TFX writes artifacts.
-        data_dir: raw institution folders (optional when ``marco_shards`` is set).
+        data_dir: raw institution folders (optional when ``marco_shards`` is set); a
+            Kubeflow runner may pass a string runtime parameter instead.
         preset: training and blessing settings.
-        marco_shards: glob of published MARCO TFRecord shards to ingest as well.
+        marco_shards: glob of published MARCO TFRecord shards to ingest as well (or a
+            string runtime parameter).
         catalogue_dir: institution YAML folder (default: the project's).
         schema_file: curated schema (default: the project's schemas/schema.pbtxt).
         eval_percent: share of image ids held out for evaluation.
@@ -67,12 +86,15 @@ class PipelineConfig:
             model may be and still be blessed.
         beam_pipeline_args: where Beam work runs (DirectRunner, Dataflow, ...).
         enable_cache: reuse results of unchanged components.
+        train_args: the Trainer's TrainArgs, or a string runtime parameter holding
+            their JSON so that each cloud run can choose its step count; default:
+            ``preset.train_steps``.
     """
 
     pipeline_root: str
     preset: Preset
-    data_dir: str | None = None
-    marco_shards: str | None = None
+    data_dir: str | RuntimeParameter | None = None
+    marco_shards: str | RuntimeParameter | None = None
     catalogue_dir: str | None = None
     schema_file: str | None = None
     eval_percent: int = 10
@@ -83,6 +105,7 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
     pipeline_name: str = PIPELINE_NAME
+    train_args: TrainArgs | RuntimeParameter | None = None
 
     def __post_init__(self) -> None:
         if not self.data_dir and not self.marco_shards:

@@ -24,19 +24,26 @@ RUN_FN = "components.trainer.run_fn"
 STAGES = ("validation", "transform", "training", "push")
 
 
+# Component id of the optional second pusher (see Placement).
+ENDPOINT_PUSHER_ID = "EndpointPusher"
+
+
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """Which component classes run training and pushing, and their extra settings.
 
-    The default runs both in the pipeline's own process or pod. A cloud runner swaps
-    in TFX's Google Cloud extension components (a Vertex AI training job, a Vertex AI
-    endpoint) and their ``custom_config``; the rest of the graph is unchanged.
+    The default trains in the pipeline's own process or pod, and the Pusher writes
+    blessed models to the serving directory. A cloud runner swaps in TFX's Google
+    Cloud extension Trainer (a Vertex AI training job) with its ``custom_config``, and
+    may add an endpoint pusher (TFX's Vertex AI Pusher, which ignores push
+    destinations) that deploys the same blessed model to an endpoint as well. The
+    rest of the graph is unchanged.
     """
 
     trainer_component: type = tfx.components.Trainer
     trainer_custom_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    pusher_component: type = tfx.components.Pusher
-    pusher_custom_config: Mapping[str, Any] | None = None
+    endpoint_pusher_component: type | None = None
+    endpoint_pusher_custom_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def create_pipeline(
@@ -105,7 +112,11 @@ def create_pipeline(
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(num_steps=config.preset.train_steps),
+            train_args=(
+                config.train_args
+                if config.train_args is not None
+                else tfx.proto.TrainArgs(num_steps=config.preset.train_steps)
+            ),
             eval_args=tfx.proto.EvalArgs(num_steps=config.preset.eval_steps),
             custom_config=trainer_config,
         )
@@ -125,7 +136,7 @@ def create_pipeline(
 
 
 def _evaluate_and_push(config: PipelineConfig, examples, trainer, placement: Placement) -> list:
-    """Resolver of the last blessed model, the TFMA Evaluator and the Pusher."""
+    """Resolver of the last blessed model, the TFMA Evaluator and the pusher(s)."""
     from components.evaluation import eval_config
 
     baseline = tfx.dsl.Resolver(
@@ -139,14 +150,20 @@ def _evaluate_and_push(config: PipelineConfig, examples, trainer, placement: Pla
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config.preset.accuracy_floor, config.change_tolerance),
     )
-    pusher_args = dict(
+    pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_root)
         ),
     )
-    if placement.pusher_custom_config is not None:
-        pusher_args["custom_config"] = dict(placement.pusher_custom_config)
-    pusher = placement.pusher_component(**pusher_args)
-    return [baseline, evaluator, pusher]
+    pushers = [pusher]
+    if placement.endpoint_pusher_component is not None:
+        pushers.append(
+            placement.endpoint_pusher_component(
+                model=trainer.outputs["model"],
+                model_blessing=evaluator.outputs["blessing"],
+                custom_config=dict(placement.endpoint_pusher_custom_config),
+            ).with_id(ENDPOINT_PUSHER_ID)
+        )
+    return [baseline, evaluator, *pushers]

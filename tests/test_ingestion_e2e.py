@@ -11,60 +11,27 @@ import pytest
 from components.catalogue import load_catalogue
 from components.ingestion import tfexample
 from components.names import IMAGE_ID_KEY, IMAGE_KEY, INSTITUTION_KEY, LABEL_KEY, NATIVE_LABEL_KEY
-from schemas import SCHEMA_FILE
 from tests.ingestion_fixtures import add_institution, make_synthetic
-
-LOCAL_BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
 def build_pipeline(root: Path, data_dir: Path, catalogue_dir: Path):
-    """The ingestion and validation part of the graph, with the anomaly stop before Transform."""
-    from tfx import v1 as tfx
+    """The project's graph up to Transform, as a local run builds it."""
+    from pipeline.config import PRESETS
+    from pipeline.local import local_config, metadata_config
+    from pipeline.pipeline import create_pipeline
 
-    from components.anomaly_gate import AnomalyGate
-    from components.ingestion.component import ImageExampleGen
-    from components.statistics import stats_options
-
-    examples = ImageExampleGen(
-        str(data_dir), catalogue_dir=str(catalogue_dir), eval_percent=20
-    ).with_beam_pipeline_args(LOCAL_BEAM_ARGS)
-    schema = tfx.components.ImportSchemaGen(schema_file=str(SCHEMA_FILE))
-    statistics = tfx.components.StatisticsGen(
-        examples=examples.outputs["examples"],
-        schema=schema.outputs["schema"],
-        stats_options=stats_options(),
-    )
-    validator = tfx.components.ExampleValidator(
-        statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
-    )
-    gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
-    transform = tfx.components.Transform(
-        examples=examples.outputs["examples"],
-        schema=schema.outputs["schema"],
-        preprocessing_fn="components.transform.preprocessing_fn",
-        custom_config={"catalogue_dir": str(catalogue_dir)},
-        disable_statistics=True,
-    )
-    transform.add_upstream_node(gate)
-    return tfx.dsl.Pipeline(
-        pipeline_name="ingestion-e2e",
-        pipeline_root=str(root / "pipeline"),
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(root / "metadata.db")
-        ),
-        components=[examples, schema, statistics, validator, gate, transform],
-        enable_cache=True,
-    )
+    config = local_config(root, PRESETS["tiny"], data_dir=str(data_dir), workers=2,
+                          catalogue_dir=str(catalogue_dir), eval_percent=20)
+    return create_pipeline(config, metadata_config(root), through="transform")
 
 
 def _executions(root: Path) -> tuple[dict[str, list], object]:
     """Node id -> its executions, in order, from ML Metadata; and the store."""
     from ml_metadata.metadata_store import metadata_store
-    from tfx import v1 as tfx
 
-    store = metadata_store.MetadataStore(
-        tfx.orchestration.metadata.sqlite_metadata_connection_config(str(root / "metadata.db"))
-    )
+    from pipeline.local import metadata_config
+
+    store = metadata_store.MetadataStore(metadata_config(root))
     result = {}
     for context in store.get_contexts_by_type("node"):
         node = context.name.split(".", 1)[1]

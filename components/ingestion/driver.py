@@ -22,6 +22,7 @@ from tfx.orchestration.portable import base_driver as portable_base_driver
 from tfx.orchestration.portable import data_types as portable_data_types
 from tfx.proto.orchestration import driver_output_pb2
 
+from components import filesystem
 from components.catalogue import Catalogue, load_catalogue
 from components.ingestion import beam_stages
 
@@ -30,8 +31,8 @@ FINGERPRINT_KEY = "input_fingerprint"
 
 def _stat_line(path: str) -> str:
     try:
-        stat = os.stat(path)
-        return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}"
+        size, mtime_ns = filesystem.stat(path)
+        return f"{path}\t{size}\t{mtime_ns}"
     except OSError:
         return f"{path}\tmissing"
 
@@ -39,19 +40,19 @@ def _stat_line(path: str) -> str:
 def input_fingerprint(catalogue: Catalogue, units: list[beam_stages.WorkUnit]) -> str:
     """A digest that changes whenever an input file or the catalogue changes.
 
-    Local files are stat-ed (label folders are walked, since adding an image to one
-    changes no manifest); other file systems report size and update time.
+    Layout units are stat-ed on whatever file system holds them (label folders are
+    walked, since adding an image to one changes no manifest); published shards on a
+    Beam file system report size and update time.
     """
     digest = hashlib.sha256()
     for source in catalogue:
         digest.update(source.file.read_bytes())
     for unit in units:
-        if unit.kind == beam_stages.LAYOUT_UNIT and os.path.isdir(unit.path):
-            for dirpath, dirnames, filenames in os.walk(unit.path):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    digest.update(_stat_line(os.path.join(dirpath, name)).encode())
-        elif os.path.exists(unit.path):
+        if unit.kind == beam_stages.LAYOUT_UNIT and filesystem.isdir(unit.path):
+            for dirpath, _, filenames in filesystem.walk(unit.path):
+                for name in filenames:
+                    digest.update(_stat_line(filesystem.join(dirpath, name)).encode())
+        elif unit.kind == beam_stages.LAYOUT_UNIT or os.path.exists(unit.path):
             digest.update(_stat_line(unit.path).encode())
         else:
             for match in FileSystems.match([unit.path])[0].metadata_list:

@@ -11,12 +11,15 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 from components.trainer.config import CUSTOM_CONFIG_KEY, TrainingConfig
 
 BACKUP_DIR_KEY = "backup_dir"
 TRAIN_EXAMPLES_KEY = "train_examples"
 METRICS_FILE = "metrics.json"
+# How long a non-chief replica waits for the chief's export after its own.
+CHIEF_EXPORT_TIMEOUT_S = 1800.0
 
 __all__ = ["CUSTOM_CONFIG_KEY", "TrainingConfig", "run_fn"]
 
@@ -60,3 +63,27 @@ def run_fn(fn_args) -> None:
             export_model(model, scratch, input_size, tf_transform_output)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        wait_for_chief_export(fn_args.serving_model_dir)
+
+
+def wait_for_chief_export(
+    serving_model_dir: str, timeout_s: float = CHIEF_EXPORT_TIMEOUT_S, poll_s: float = 5.0
+) -> None:
+    """Return once the chief's export exists at ``serving_model_dir``.
+
+    On a Vertex AI training job TFX's Trainer executor runs on every replica, and
+    fails a replica whose ``run_fn`` leaves nothing at ``serving_model_dir``; only the
+    chief writes there, so the other replicas wait for it rather than fail the job.
+
+    Raises:
+        TimeoutError: naming the folder, when the chief has not written it in time.
+    """
+    import tensorflow as tf
+
+    deadline = time.monotonic() + timeout_s
+    while not tf.io.gfile.exists(serving_model_dir):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"the chief wrote no model to {serving_model_dir} within {timeout_s:.0f} s"
+            )
+        time.sleep(poll_s)

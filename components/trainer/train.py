@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
@@ -28,21 +28,76 @@ log = logging.getLogger(__name__)
 BACKUP_DIR = "backup"
 
 
+# Vertex AI's CLUSTER_SPEC names the worker pools of a custom job; these are the
+# TensorFlow task types they stand for (pool 0 holds the one primary replica).
+VERTEX_POOL_TASKS = {
+    "workerpool0": "chief",
+    "workerpool1": "worker",
+    "workerpool2": "ps",
+    "workerpool3": "evaluator",
+}
+
+
+def cluster_config(environ: Mapping[str, str] | None = None) -> dict:
+    """This task's cluster, in the form TensorFlow reads from ``TF_CONFIG``.
+
+    Vertex AI sets ``TF_CONFIG`` (task types ``chief``, ``worker``, ...) on every
+    replica of a distributed job, and ``CLUSTER_SPEC`` (pools ``workerpool0`` ...) as
+    well; the latter is read when the former is absent. AI Platform's legacy task type
+    ``master`` is renamed ``chief``, the only name TensorFlow's multi-worker strategy
+    accepts for it. An evaluator is never part of the training cluster.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("TF_CONFIG"):
+        config = json.loads(environ["TF_CONFIG"])
+        cluster = dict(config.get("cluster") or {})
+        task = dict(config.get("task") or {})
+    elif environ.get("CLUSTER_SPEC"):
+        spec = json.loads(environ["CLUSTER_SPEC"])
+        config = {}
+        cluster = {
+            VERTEX_POOL_TASKS.get(pool, pool): list(addresses)
+            for pool, addresses in (spec.get("cluster") or {}).items()
+        }
+        cluster.pop("evaluator", None)
+        task = dict(spec.get("task") or {})
+        if "type" in task:
+            task["type"] = VERTEX_POOL_TASKS.get(task["type"], task["type"])
+    else:
+        return {}
+    if "master" in cluster:
+        cluster["chief"] = cluster.pop("master")
+    if task.get("type") == "master":
+        task["type"] = "chief"
+    if "index" in task:
+        task["index"] = int(task["index"])
+    return {**config, "cluster": cluster, "task": task}
+
+
+def export_cluster_config() -> dict:
+    """Write :func:`cluster_config` to ``TF_CONFIG``, where TensorFlow reads it."""
+    config = cluster_config()
+    if config:
+        os.environ["TF_CONFIG"] = json.dumps(config)
+    return config
+
+
 def _cluster_tasks() -> int:
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    cluster = tf_config.get("cluster") or {}
+    cluster = cluster_config().get("cluster") or {}
     return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
 
 
 def choose_strategy() -> tf.distribute.Strategy:
     """Picks the distribution strategy the environment asks for.
 
-    A ``TF_CONFIG`` naming more than one task (what Vertex AI and Kubeflow give each
-    worker of a pool) means MultiWorkerMirroredStrategy; several local GPUs mean
+    A cluster of more than one task (what Vertex AI and Kubeflow give the replicas of
+    a worker pool, see :func:`cluster_config`) means MultiWorkerMirroredStrategy,
+    which uses every local GPU of every replica; several local GPUs mean
     MirroredStrategy; otherwise TensorFlow's default strategy (the single GPU, or
     the CPU), which unlike OneDeviceStrategy supports preemption checkpoints.
     """
     if _cluster_tasks() > 1:
+        export_cluster_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
@@ -52,9 +107,9 @@ def choose_strategy() -> tf.distribute.Strategy:
 
 def is_chief() -> bool:
     """True on the task that writes exports and summaries (task 0 of chief or worker)."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = tf_config.get("task") or {}
-    cluster = tf_config.get("cluster") or {}
+    config = cluster_config()
+    task = config.get("task") or {}
+    cluster = config.get("cluster") or {}
     if not task:
         return True
     if "chief" in cluster:
@@ -206,6 +261,23 @@ def build_classifier(config: TrainingConfig) -> tf.keras.Model:
     return model
 
 
+class _ResumeRecorder(tf.keras.callbacks.Callback):
+    """Notes the step training starts from: above zero when a backup was restored.
+
+    Placed after ``BackupAndRestore``, whose ``on_train_begin`` restores the weights
+    and the optimizer's step counter.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start_step = 0
+
+    def on_train_begin(self, logs=None) -> None:
+        self.start_step = int(self.model.optimizer.iterations.numpy())
+        if self.start_step:
+            log.info("resumed from a preemption checkpoint at step %d", self.start_step)
+
+
 def train_model(
     config: TrainingConfig,
     train_files: str | Sequence[str],
@@ -262,12 +334,14 @@ def train_model(
         train_data = make_dataset(train_files, config, global_batch, training=True)
         epoch_steps = min(steps_per_epoch, train_steps)
         epochs = math.ceil(train_steps / epoch_steps)
+        resume = _ResumeRecorder()
         callbacks = [
             tf.keras.callbacks.BackupAndRestore(
                 backup_dir or os.path.join(model_run_dir, BACKUP_DIR),
                 save_freq=max(1, min(config.checkpoint_every, train_steps)),
                 delete_checkpoint=True,
             ),
+            resume,
             tf.keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch"),
         ]
         model.fit(
@@ -281,5 +355,6 @@ def train_model(
     # fit() ends by swapping the moving average into the model's weights.
     results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
     metrics = {k: float(v) for k, v in results.items()}
-    metrics.update(replicas=float(replicas), train_examples=float(train_examples))
+    metrics.update(replicas=float(replicas), train_examples=float(train_examples),
+                   resumed_from_step=float(resume.start_step if train_steps > 0 else 0))
     return model, metrics
