@@ -105,71 +105,65 @@ def load_results(evaluation_dir: str | Path) -> EvaluationResults:
             )
         return slices[name]
 
-    for record in metrics:
-        name = _slice_name(record.slice_key)
-        if name is None:
+    def candidate_entries(records, field: str):
+        """(slice result, key, value) of the candidate model in the slices we report."""
+        for record in records:
+            name = _slice_name(record.slice_key)
+            if name is None:
+                continue
+            result = slice_for(name)
+            for entry in getattr(record, field):
+                if _candidate(entry.key):
+                    yield result, entry.key, entry.value
+
+    for result, key, metric in candidate_entries(metrics, "metric_keys_and_values"):
+        value = _metric_value(metric)
+        if value is None:
             continue
-        result = slice_for(name)
-        for entry in record.metric_keys_and_values:
-            key = entry.key
-            if not _candidate(key):
-                continue
-            value = _metric_value(entry.value)
-            if value is None:
-                continue
+        class_id = _class_id(key)
+        if class_id is None:
+            if key.name == "example_count":
+                result.example_count = value
+            elif key.name == "sparse_categorical_accuracy":
+                result.accuracy = value
+            continue
+        class_name = CLASS_NAMES[class_id]
+        if key.name == "precision":
+            result.precision[class_name] = value
+        elif key.name == "recall":
+            result.recall[class_name] = value
+        elif key.name == "auc":
+            result.auc[class_name] = value
+
+    for result, key, data in candidate_entries(plots, "plot_keys_and_values"):
+        if data.HasField("multi_class_confusion_matrix_at_thresholds"):
+            matrices = data.multi_class_confusion_matrix_at_thresholds.matrices
+            # The default threshold 0 means: the class with the highest score.
+            matrix = next((m for m in matrices if m.threshold == 0.0), matrices[0])
+            for cell in matrix.entries:
+                if 0 <= cell.actual_class_id < NUM_CLASSES and \
+                        0 <= cell.predicted_class_id < NUM_CLASSES:
+                    result.confusion[cell.actual_class_id, cell.predicted_class_id] += (
+                        cell.num_weighted_examples
+                    )
+        elif data.HasField("confusion_matrix_at_thresholds"):
             class_id = _class_id(key)
             if class_id is None:
-                if key.name == "example_count":
-                    result.example_count = value
-                elif key.name == "sparse_categorical_accuracy":
-                    result.accuracy = value
                 continue
-            class_name = CLASS_NAMES[class_id]
-            if key.name == "precision":
-                result.precision[class_name] = value
-            elif key.name == "recall":
-                result.recall[class_name] = value
-            elif key.name == "auc":
-                result.auc[class_name] = value
-
-    for record in plots:
-        name = _slice_name(record.slice_key)
-        if name is None:
-            continue
-        result = slice_for(name)
-        for entry in record.plot_keys_and_values:
-            key = entry.key
-            if key.model_name not in _CANDIDATE_NAMES:
-                continue
-            data = entry.value
-            if data.HasField("multi_class_confusion_matrix_at_thresholds"):
-                matrices = data.multi_class_confusion_matrix_at_thresholds.matrices
-                # The default threshold 0 means: the class with the highest score.
-                matrix = next((m for m in matrices if m.threshold == 0.0), matrices[0])
-                for cell in matrix.entries:
-                    if 0 <= cell.actual_class_id < NUM_CLASSES and \
-                            0 <= cell.predicted_class_id < NUM_CLASSES:
-                        result.confusion[cell.actual_class_id, cell.predicted_class_id] += (
-                            cell.num_weighted_examples
-                        )
-            elif data.HasField("confusion_matrix_at_thresholds"):
-                class_id = _class_id(key)
-                if class_id is None:
-                    continue
-                points = sorted(
-                    data.confusion_matrix_at_thresholds.matrices,
-                    key=lambda m: m.threshold, reverse=True,
-                )
-                tp = np.array([m.true_positives for m in points])
-                fn = np.array([m.false_negatives for m in points])
-                fp = np.array([m.false_positives for m in points])
-                tn = np.array([m.true_negatives for m in points])
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    tpr = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-                    fpr = np.where(fp + tn > 0, fp / (fp + tn), 0.0)
-                result.roc[CLASS_NAMES[class_id]] = RocCurve(
-                    np.array([m.threshold for m in points]), tpr, fpr
-                )
+            points = sorted(
+                data.confusion_matrix_at_thresholds.matrices,
+                key=lambda m: m.threshold, reverse=True,
+            )
+            tp = np.array([m.true_positives for m in points])
+            fn = np.array([m.false_negatives for m in points])
+            fp = np.array([m.false_positives for m in points])
+            tn = np.array([m.true_negatives for m in points])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tpr = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+                fpr = np.where(fp + tn > 0, fp / (fp + tn), 0.0)
+            result.roc[CLASS_NAMES[class_id]] = RocCurve(
+                np.array([m.threshold for m in points]), tpr, fpr
+            )
 
     if OVERALL not in slices:
         raise EvaluationError(f"{path}: TFMA wrote no overall slice")
