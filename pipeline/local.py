@@ -144,11 +144,18 @@ def run_local(
     file_handler = logging.FileHandler(run_dir / LOG_FILE)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     progress = ProgressHandler(node_ids, echo or (lambda line: None))
+    root_logger = logging.getLogger()
     saved_propagate = absl_logger.propagate
+    saved_levels = {h: h.level for h in root_logger.handlers}
     absl_logger.addHandler(file_handler)
     absl_logger.addHandler(progress)
-    # The console gets the progress lines; the full INFO log goes to run.log.
-    absl_logger.propagate = echo is None
+    if echo is not None:
+        # The console gets the progress lines and errors; everything else that TFX,
+        # Beam and TFDV log (warnings included) goes to run.log.
+        absl_logger.propagate = False
+        root_logger.addHandler(file_handler)
+        for handler in saved_levels:
+            handler.setLevel(max(handler.level, logging.ERROR))
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except BaseException:
@@ -157,6 +164,9 @@ def run_local(
     finally:
         absl_logger.removeHandler(file_handler)
         absl_logger.removeHandler(progress)
+        root_logger.removeHandler(file_handler)
         absl_logger.propagate = saved_propagate
+        for handler, level in saved_levels.items():
+            handler.setLevel(level)
         file_handler.close()
     return progress.nodes
