@@ -14,6 +14,7 @@ from pipeline.commands import demo as demo_commands
 from pipeline.commands import report as report_commands
 from pipeline.commands import run as run_commands
 from pipeline.commands import schema as schema_commands
+from pipeline.commands import score as score_commands
 from pipeline.commands import sources as sources_commands
 from pipeline.commands import synth as synth_commands
 
@@ -31,3 +32,5 @@ main.add_command(run_commands.run)
 main.add_command(sources_commands.sources)
 main.add_command(synth_commands.synth)
 main.add_command(schema_commands.schema)
+main.add_command(score_commands.score)
+main.add_command(score_commands.export_tflite)

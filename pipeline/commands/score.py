@@ -1,0 +1,168 @@
+"""``marco score``: score drop images with a pushed model; ``marco export-tflite``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from components.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, IMAGE_SUFFIXES
+
+
+def split_beam_args(arguments: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(image inputs, Beam options): the ``--name[=value]`` arguments are Beam's.
+
+    Raises:
+        click.UsageError: for an option that Beam does not know either (a typo of one
+            of this command's options would otherwise be ignored).
+    """
+    beam_args = [a for a in arguments if a.startswith("--")]
+    images = [a for a in arguments if not a.startswith("--")]
+    if beam_args:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+        level = beam_logger.level
+        beam_logger.setLevel(logging.ERROR)
+        try:
+            options = PipelineOptions(beam_args)
+            unknown = (set(options.get_all_options(retain_unknown_options=True))
+                       - set(options.get_all_options()))
+        finally:
+            beam_logger.setLevel(level)
+        if unknown:
+            names = ", ".join(f"--{name}" for name in sorted(unknown))
+            raise click.UsageError(f"no such option: {names} (neither marco score's nor "
+                                   "a Beam pipeline option)")
+    return images, beam_args
+
+
+@click.command("score", context_settings={"ignore_unknown_options": True})
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", required=True,
+              help="Serving folder the pipeline pushes to (its highest numbered version "
+                   "is used), or one version / any SavedModel folder.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("results.csv"), show_default=True,
+              help="CSV file to write (replaced if it exists).")
+@click.option("--hits", "hits_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
+              help="Copy images whose crystal probability is above --hits-threshold into "
+                   "this new (or empty) folder, named <rank>_<probability>_<file name>.")
+@click.option("--hits-threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="Crystal probability above which an image is a hit.")
+@click.option("--plate-well-pattern", default=DEFAULT_PLATE_WELL_PATTERN,
+              help="Regular expression searched in each image path; its named groups "
+                   "'plate' and 'well' fill those columns. The default reads "
+                   "PLATE_A01..., PLATE/A01... and similar names.")
+@click.option("--path-column", default=None,
+              help="Column of CSV manifests holding the image paths [default: 'path', "
+                   "'filename', 'image'... if in the header, else the first column].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images per model call.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker threads sharing the model [default: all cores].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
+          hits_threshold: float, plate_well_pattern: str, path_column: str | None,
+          batch_size: int, workers: int | None, quiet: bool) -> None:
+    """Score drop images with a MARCO model; write a CSV file sorted by crystal probability.
+
+    IMAGES are folders (searched recursively for image files), quoted globs
+    ('plates/**/*.jpg'), manifests (.csv/.tsv with a path column, or .txt/.lst with one
+    path a line, relative to the manifest) or image files. Each image gets one row:
+    path, predicted class, the probabilities of clear, crystals, other and
+    precipitate, plate and well, and an error for images that could not be scored
+    (those rows come last).
+
+    The work runs as an Apache Beam pipeline: here on the DirectRunner, or elsewhere
+    with Beam options written as --name=value, e.g. --runner=DataflowRunner
+    --project=P --region=R --temp_location=gs://B/tmp for images under gs://.
+
+    \b
+    Examples:
+      marco score plates/ --model marco-run/serving --out results.csv --hits hits/
+      marco score 'plates/**/*_A0?_*.jpg' --model marco-run/serving/1718000000
+      marco score todays-images.txt --model marco-run/serving
+    """
+    image_args, beam_args = split_beam_args(images)
+    if not image_args:
+        raise click.UsageError("give at least one folder, glob, manifest or image file")
+    from components.scoring.beam import ScoreOptions, score_images
+    from components.scoring.inputs import InputError
+    from components.scoring.model import ModelNotFound
+
+    try:
+        options = ScoreOptions(
+            hits_dir=str(hits_dir) if hits_dir else None,
+            hits_threshold=hits_threshold,
+            plate_well_pattern=plate_well_pattern,
+            path_column=path_column,
+            batch_size=batch_size,
+            workers=workers,
+            beam_args=tuple(beam_args),
+            progress=not quiet,
+        )
+        summary = score_images(image_args, model, str(out), options)
+    except (InputError, ModelNotFound, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    found = summary.results
+    if found.images == 0:
+        raise click.ClickException(
+            "no images found: folders are searched for files ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    rate = found.images / summary.seconds if summary.seconds else 0.0
+    version = f" (version {summary.model_version})" if summary.model_version is not None else ""
+    click.echo(f"scored {found.scored} of {found.images} images in {summary.seconds:.0f} s "
+               f"({rate:.1f} images/s) with {summary.model_dir}{version}")
+    for name, count in sorted(found.by_class.items(), key=lambda item: -item[1]):
+        click.echo(f"  {name:<12} {count:>8}")
+    if found.errors:
+        click.echo(f"  {'not scored':<12} {found.errors:>8}  (rows at the end of {out.name}, "
+                   "with the reason)")
+    hits_line = (f"{found.hits} with crystal probability above {hits_threshold}")
+    if hits_dir:
+        hits_line += f", copied to {hits_dir}"
+    click.echo(f"hits: {hits_line}")
+    for failure in found.hit_failures:
+        click.echo(f"  not copied: {failure}", err=True)
+    click.echo(f"results: {summary.out}, highest crystal probability first")
+    if found.scored == 0:
+        raise click.ClickException("no image could be scored; see the error column")
+
+
+@click.command("export-tflite")
+@click.option("--model", required=True,
+              help="Serving folder (its highest version is used) or a SavedModel folder.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("marco.tflite"), show_default=True, help="TF Lite file to write.")
+@click.option("--check", "check_images", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Image to compare the two models on (repeatable) [default: a few "
+                   "synthetic images].")
+def export_tflite(model: str, out: Path, check_images: tuple[Path, ...]) -> None:
+    """Convert a pushed MARCO model to TF Lite, checking it against the SavedModel.
+
+    The TF Lite model takes one prepared image (float32 [1, size, size, 3]: centre
+    square crop, bilinear resize to the model's size, values scaled to [-1, 1]) and
+    returns the four class probabilities (clear, crystals, other, precipitate). It is
+    written only if its probabilities match the SavedModel's within 1e-4.
+    """
+    from components.scoring.model import ModelNotFound, resolve_model
+    from components.scoring.tflite import export_tflite as export
+
+    try:
+        version = resolve_model(model)
+        result = export(version.path, str(out),
+                        check_images=[p.read_bytes() for p in check_images] or None)
+    except (ModelNotFound, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    size = result.input_size
+    click.echo(f"wrote {out} ({result.size_bytes / 2**20:.1f} MiB) from {version.path}")
+    click.echo(f"  input 'image': float32 [1, {size}, {size}, 3], centre square crop, bilinear "
+               "resize, values in [-1, 1]")
+    click.echo("  output 'probabilities': float32 [1, 4] (clear, crystals, other, precipitate)")
+    if result.max_abs_difference is not None:
+        click.echo(f"  largest difference from the SavedModel: {result.max_abs_difference:.1e}")
