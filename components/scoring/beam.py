@@ -18,11 +18,13 @@ images there are. The driver then sorts the shards into the CSV file
 (:mod:`components.scoring.results`).
 
 Locally the DirectRunner runs stage 2 in ``workers`` threads of one process (its
-``multi_threading`` mode) sharing one loaded model: TensorFlow releases the GIL, so
-while one thread's batch is in the network, another's images are being read and
-decoded, and no second interpreter has to start, load TensorFlow and the model, or
-hold another copy of it. Other runners (``--runner=DataflowRunner`` and its options)
-take their workers from the Beam arguments.
+``multi_threading`` mode) sharing one loaded model. TensorFlow releases the GIL, so
+one thread's files are read and its images decoded while another's batch is in the
+network, and no second interpreter has to start, load TensorFlow and the model, or
+hold another copy of it. On two cores the network alone keeps both busy (decoding is
+about 6% of the work), so the overlap gains little there; it pays where reading an
+image waits on a network file system. Other runners (``--runner=DataflowRunner`` and
+its options) take their workers from the Beam arguments.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class ListImages(beam.DoFn):
     """One input (folder, glob, manifest or file) to its image paths."""
 
     def __init__(self, exclude: Sequence[str] = (), progress_token: str | None = None) -> None:
+        super().__init__()
         self._exclude = tuple(exclude)
         self._token = progress_token
         self._listed = Metrics.counter(METRICS_NAMESPACE, "images_listed")
@@ -152,6 +155,7 @@ class ReadImage(beam.DoFn):
     """A path to ``(path, bytes)``; an unreadable or empty file to an error row instead."""
 
     def __init__(self, plate_well_pattern: str, progress_token: str | None = None) -> None:
+        super().__init__()
         self._pattern = plate_well_pattern
         self._token = progress_token
         self._read = Metrics.counter(METRICS_NAMESPACE, IMAGES_COUNTER)
@@ -180,6 +184,7 @@ class ToRow(beam.DoFn):
     """``(path, PredictionResult)`` to a JSON result row, with plate and well."""
 
     def __init__(self, plate_well_pattern: str, progress_token: str | None = None) -> None:
+        super().__init__()
         self._pattern = plate_well_pattern
         self._token = progress_token
         self._failed = Metrics.counter(METRICS_NAMESPACE, "images_failed")
