@@ -179,15 +179,21 @@ def load_results(evaluation_dir: str | Path) -> EvaluationResults:
 
 def _validation(path: str) -> tuple[bool | None, list[str]]:
     """Whether TFMA's thresholds passed, and a sentence per failed threshold."""
+    import tensorflow as tf
     import tensorflow_model_analysis as tfma
 
+    if not tf.io.gfile.glob(f"{path.rstrip('/')}/validations*"):
+        return None, []  # an evaluation without thresholds writes no validation file
     try:
         validation = tfma.load_validation_result(path)
-    except Exception:  # an evaluation run without thresholds writes no validation file
-        return None, []
+    except Exception as exc:  # a corrupt file must not read as "no thresholds"
+        raise EvaluationError(f"{path}: cannot read TFMA's validation result: {exc}") from exc
     failures = []
     for failure in validation.metric_validations_per_slice:
         where = _slice_name(failure.slice_key) or "a slice"
         for item in failure.failures:
-            failures.append(f"{where}: {item.metric_key.name} {item.message}".strip())
+            value = item.metric_value.double_value.value
+            detail = item.message or f"= {value:.4f} fails {item.metric_threshold}".replace(
+                "\n", " ")
+            failures.append(f"{where}: {item.metric_key.name} {detail}".strip())
     return bool(validation.validation_ok), failures
