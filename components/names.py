@@ -10,6 +10,9 @@ from __future__ import annotations
 CLASS_NAMES: tuple[str, ...] = ("clear", "crystals", "other", "precipitate")
 CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
 NUM_CLASSES = len(CLASS_NAMES)
+# The same classes as the released MARCO model's serving signature spells them in its
+# ``classes`` output; existing clients look scores up by these exact byte strings.
+SERVING_CLASS_NAMES: tuple[str, ...] = tuple(name.capitalize() for name in CLASS_NAMES)
 
 # Feature keys of the project's tf.Example format (one image per example).
 IMAGE_KEY = "image_bytes"

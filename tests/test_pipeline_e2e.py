@@ -21,7 +21,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.names import CLASS_NAMES, INSTITUTION_KEY, NATIVE_LABEL_KEY
+from components.names import (
+    INSTITUTION_KEY,
+    NATIVE_LABEL_KEY,
+    SERVING_CLASS_NAMES,
+)
 from tests.ingestion_fixtures import make_synthetic
 from tests.trainer_fixtures import drop_image
 
@@ -132,7 +136,8 @@ def _check_served_model(version_dir: Path, real_drops: Path) -> None:
     images = [p.read_bytes() for p in sorted(real_drops.glob("*.jpeg"))[:3]]
     served = model.signatures["serving_default"](image_bytes=tf.constant(images))
     classes = served["classes"].numpy().astype(str)
-    assert classes.shape == (3, 4) and all(sorted(row) == sorted(CLASS_NAMES) for row in classes)
+    assert classes.shape == (3, 4) and all(
+        sorted(row) == sorted(SERVING_CLASS_NAMES) for row in classes)
     scores = served["scores"].numpy()
     assert np.all(np.diff(scores, axis=1) <= 0)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)

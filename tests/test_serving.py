@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from components.names import CLASS_NAMES
+from components.names import SERVING_CLASS_NAMES
 from components.serving import ServedModel, predict_request, scores_by_class
 from pipeline.cli import main
 from tests.scoring_fixtures import (
@@ -57,13 +57,13 @@ def test_released_client_request_gets_classes_and_scores(served, serving_dir, im
     direct = direct_serving(serving_dir / str(VERSION), images)
     for index, prediction in enumerate(predictions):
         assert set(prediction) == {"classes", "scores"}
-        assert sorted(prediction["classes"]) == sorted(CLASS_NAMES)
+        assert sorted(prediction["classes"]) == sorted(SERVING_CLASS_NAMES)
         scores = prediction["scores"]
         assert scores == sorted(scores, reverse=True)
         assert sum(scores) == pytest.approx(1.0, abs=1e-5)
         # The same numbers as the probabilities signature, class by class...
         by_class = scores_by_class(prediction)
-        for class_index, name in enumerate(CLASS_NAMES):
+        for class_index, name in enumerate(SERVING_CLASS_NAMES):
             assert by_class[name] == pytest.approx(float(expected[index, class_index]),
                                                    abs=1e-6)
         # ...and as serving_default called in process.
@@ -71,6 +71,20 @@ def test_released_client_request_gets_classes_and_scores(served, serving_dir, im
         np.testing.assert_allclose(scores, direct["scores"][index], atol=1e-6)
     # Different drops get different scores: the comparison above means something.
     assert len({tuple(p["scores"]) for p in predictions}) == len(images)
+
+
+def test_released_batch_script_finds_every_class_by_its_released_name(serving_dir, images):  # noqa: F811
+    """The released batch script zips ``classes`` with ``scores`` into a dict and reads
+    ``b'Crystals'``, ``b'Other'``, ``b'Precipitate'`` and ``b'Clear'`` out of it."""
+    direct = direct_serving(serving_dir / str(VERSION), images)
+    expected = direct_probabilities(serving_dir / str(VERSION), images)
+    for index in range(len(images)):
+        dictionary = dict(zip(direct["classes"][index], direct["scores"][index], strict=True))
+        looked_up = [dictionary[b"Clear"], dictionary[b"Crystals"], dictionary[b"Other"],
+                     dictionary[b"Precipitate"]]
+        np.testing.assert_allclose(looked_up, expected[index], atol=1e-6)
+        prediction = max(dictionary.items(), key=lambda item: item[1])[0]
+        assert str(prediction)[2:-1] == SERVING_CLASS_NAMES[int(np.argmax(expected[index]))]
 
 
 def test_predict_request_builds_the_released_body(images):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.names import CLASS_NAMES
+from components.names import SERVING_CLASS_NAMES
 from components.trainer import config as trainer_config
 from components.trainer.export import export_model
 from components.trainer.train import (
@@ -84,7 +84,7 @@ def test_training_learns_and_export_answers(data, tmp_path):
     # The sorted classes and scores are the fixed-order probabilities rearranged.
     for row in range(4):
         for name, score in zip(served["classes"].numpy()[row], scores[row], strict=True):
-            index = CLASS_NAMES.index(name.decode())
+            index = SERVING_CLASS_NAMES.index(name.decode())
             assert probabilities.numpy()[row, index] == pytest.approx(score, rel=1e-5)
     # Malformed bytes: a clear error, and the model keeps answering afterwards.
     with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)image"):

@@ -3,7 +3,8 @@
 Signatures:
 - ``serving_default``: the released MARCO model's contract, kept so existing tools
   work unchanged: input ``image_bytes`` (a batch of encoded JPEG/PNG images),
-  outputs ``classes`` (class names) and ``scores`` (probabilities), 4 per image,
+  outputs ``classes`` (the released model's class names: ``Clear``, ``Crystals``,
+  ``Other``, ``Precipitate``) and ``scores`` (probabilities), 4 per image,
   sorted by score, highest first.
 - ``probabilities``: input ``image_bytes``; output ``probabilities``, one per class
   in MARCO's fixed order (clear, crystals, other, precipitate).
@@ -24,7 +25,7 @@ import tensorflow as tf
 
 from components import runtime
 from components.model import preprocessing
-from components.names import CLASS_NAMES, IMAGE_KEY, NUM_CLASSES
+from components.names import IMAGE_KEY, NUM_CLASSES, SERVING_CLASS_NAMES
 
 runtime.skip_autograph_for_tf_keras()
 
@@ -53,7 +54,7 @@ def _probabilities_fn(model: tf.keras.Model, input_size: int):
 def build_signatures(model: tf.keras.Model, input_size: int, tf_transform_output=None) -> dict:
     """The concrete functions to save; ``tf_transform_output`` adds the tf.Example ones."""
     probabilities = _probabilities_fn(model, input_size)
-    class_names = tf.constant(CLASS_NAMES)
+    class_names = tf.constant(SERVING_CLASS_NAMES)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
     def serve_bytes(image_bytes):
