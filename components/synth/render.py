@@ -9,7 +9,10 @@ and enlarged, which keeps a 1280x960 image to a few tens of milliseconds.
 
 The class is meant to be visible from shape and texture rather than from overall
 brightness: exposure, contrast, zoom and rim darkness are drawn per image
-independently of the class.
+independently of the class. Class content is sized to survive the ``demo`` model's
+input, which shrinks a 960-pixel frame five times (to 195 pixels): precipitate
+particles, crystal edges, needles and skin folds are at least about five pixels of a
+960-pixel frame, so they are still a pixel or more across there.
 """
 
 from __future__ import annotations
@@ -296,7 +299,7 @@ def _faceted(cv: Canvas, cx: float, cy: float, size: float, shape: str = "") -> 
     face_dark = int(rng.integers(0, 70)) if rng.random() < 0.4 else 0
     dark.polygon(pts, fill=face_dark)
     light.polygon(pts, fill=face_light)
-    edge = cv.width(rng.uniform(1.2, 3.2))
+    edge = cv.width(rng.uniform(3.0, 5.5))
     tone = int(rng.integers(150, 245))
     # Facets: lines from an off-centre apex to some vertices, one facet shaded.
     ax = cx + rng.normal(0, 0.18) * size
@@ -326,7 +329,7 @@ def _needles(cv: Canvas, count: int, radiating: bool) -> None:
     r = cv.drops[0][2] if cv.drops else 0.3 * cv.s
     centres = [cv.point_in_drop(0.6) for _ in range(int(rng.integers(1, 4)))]
     for i in range(count):
-        length = r * rng.uniform(0.06, 0.35)
+        length = r * rng.uniform(0.1, 0.4)
         phi = rng.uniform(0, 2 * math.pi)
         if radiating:
             ox, oy = centres[i % len(centres)]
@@ -335,8 +338,8 @@ def _needles(cv: Canvas, count: int, radiating: bool) -> None:
         else:
             x0, y0 = cv.point_in_drop(0.8)
         x1, y1 = x0 + length * math.cos(phi), y0 + length * math.sin(phi)
-        width = cv.width(rng.uniform(1.0, 3.0))
-        dark.line([(x0, y0), (x1, y1)], fill=int(rng.integers(120, 235)), width=width)
+        width = cv.width(rng.uniform(3.0, 6.0))
+        dark.line([(x0, y0), (x1, y1)], fill=int(rng.integers(140, 235)), width=width)
         if rng.random() < 0.5:
             off = max(1.0, width * 0.8)
             light.line(
@@ -351,23 +354,35 @@ def _spherulite(cv: Canvas, cx: float, cy: float, radius: float) -> None:
     dark, light = cv.layer("dark"), cv.layer("light")
     box = [cx - radius, cy - radius, cx + radius, cy + radius]
     dark.ellipse(box, fill=int(rng.integers(30, 110)), outline=int(rng.integers(150, 230)),
-                 width=cv.width(1.5))
+                 width=cv.width(4.0))
     spokes = int(rng.integers(10, 28))
     for k in range(spokes):
         phi = 2 * math.pi * k / spokes + rng.normal(0, 0.1)
         dark.line(
             [(cx, cy), (cx + radius * math.cos(phi), cy + radius * math.sin(phi))],
             fill=int(rng.integers(120, 220)),
-            width=cv.width(1.0),
+            width=cv.width(3.0),
         )
     light.ellipse([cx - radius * 0.3, cy - radius * 0.5, cx, cy - radius * 0.2], fill=90)
 
 
+def _coarse_grain(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Grain whose particles are about ``cell`` pixels across, shape (h, w)."""
+    if cell <= 1.5:
+        return _grain(rng, h, w)
+    hs, ws = max(2, math.ceil(h / (cell / 2.5))), max(2, math.ceil(w / (cell / 2.5)))
+    return _enlarge(_grain(rng, hs, ws), h, w)
+
+
 def _precipitate(cv: Canvas, amount: float, coverage: float, cloudiness: float) -> None:
-    """Granular brownish matter in the drop; ``coverage`` in (0, 1) sets how much."""
+    """Granular brownish matter in the drop; ``coverage`` in (0, 1) sets how much.
+
+    Particles are 4 to 9 pixels of a 960-pixel frame across, so that they still show
+    as texture when the image is shrunk to the small models' input.
+    """
     rng = cv.rng
     h, w = cv.h, cv.w
-    grain = _grain(rng, h, w)
+    grain = _coarse_grain(rng, h, w, rng.uniform(4.0, 9.0) * cv.px)
     threshold = float(np.interp(coverage, [0.0, 1.0], [2.6, -0.2]))
     sharp = rng.uniform(1.2, 2.5)
     specks = np.clip((grain - threshold) * sharp, 0.0, 1.0)
@@ -394,8 +409,10 @@ def _dots(cv: Canvas, count: int, rmin: float, rmax: float, layer: str = "dark")
                      fill=int(rng.integers(110, 230)))
 
 
-def _wrinkles(cv: Canvas, count: int, layer: str) -> None:
-    """Random-walk lines: skin folds or fibres."""
+def _wrinkles(
+    cv: Canvas, count: int, layer: str, width: tuple[float, float] = (1.0, 3.5)
+) -> None:
+    """Random-walk lines: skin folds or fibres, ``width`` pixels of a 960 frame."""
     rng = cv.rng
     draw = cv.layer(layer)
     for _ in range(count):
@@ -408,7 +425,7 @@ def _wrinkles(cv: Canvas, count: int, layer: str) -> None:
             x += step * math.cos(phi)
             y += step * math.sin(phi)
             pts.append((x, y))
-        draw.line(pts, fill=int(rng.integers(70, 200)), width=cv.width(rng.uniform(1, 3.5)),
+        draw.line(pts, fill=int(rng.integers(70, 200)), width=cv.width(rng.uniform(*width)),
                   joint="curve")
 
 
@@ -445,17 +462,17 @@ def _draw_content(cv: Canvas, class_name: str, variant: str, hints: frozenset[st
     if class_name == "precipitate":
         heavy = "heavy" in hints or rng.random() < 0.3
         light = "light" in hints and not heavy
-        level = rng.uniform(0.6, 0.95) if heavy else rng.uniform(0.15, 0.5 if light else 0.75)
+        level = rng.uniform(0.6, 0.95) if heavy else rng.uniform(0.3, 0.55 if light else 0.8)
         if variant == "granular":
-            _precipitate(cv, rng.uniform(0.5, 1.0), level, rng.uniform(0.0, 0.3) * level)
+            _precipitate(cv, rng.uniform(0.6, 1.0), level, rng.uniform(0.0, 0.3) * level)
         elif variant == "amorphous":
-            _precipitate(cv, rng.uniform(0.2, 0.5), level * 0.6, rng.uniform(0.2, 0.6) * level)
+            _precipitate(cv, rng.uniform(0.35, 0.6), level * 0.7, rng.uniform(0.4, 0.8) * level)
         elif variant == "specks":
-            _dots(cv, int(20 + 400 * level * rng.uniform(0.3, 1.0)), 1.5, 5.0)
-            _precipitate(cv, rng.uniform(0.2, 0.5), level * 0.3, 0.0)
+            _dots(cv, int(40 + 400 * level * rng.uniform(0.3, 1.0)), 3.0, 7.0)
+            _precipitate(cv, rng.uniform(0.3, 0.5), level * 0.4, 0.0)
         else:
-            _wrinkles(cv, int(rng.integers(3, 12)), "brown")
-            _precipitate(cv, rng.uniform(0.15, 0.4), level * 0.4, rng.uniform(0.05, 0.2))
+            _wrinkles(cv, int(rng.integers(4, 12)), "brown", width=(4.0, 8.0))
+            _precipitate(cv, rng.uniform(0.25, 0.45), level * 0.5, rng.uniform(0.1, 0.25))
         if "oil" in hints:
             _oil(cv)
         return
@@ -465,7 +482,7 @@ def _draw_content(cv: Canvas, class_name: str, variant: str, hints: frozenset[st
         if variant == "faceted":
             big = rng.random() < 0.5
             count = int(rng.integers(1, 4)) if big else int(rng.integers(3, 30))
-            size_lo, size_hi = (0.08, 0.3) if big else (0.02, 0.09)
+            size_lo, size_hi = (0.08, 0.3) if big else (0.035, 0.1)
             for _ in range(count):
                 x, y = cv.point_in_drop(0.8)
                 _faceted(cv, x, y, r_drop * rng.uniform(size_lo, size_hi))
@@ -488,17 +505,17 @@ def _draw_content(cv: Canvas, class_name: str, variant: str, hints: frozenset[st
         elif variant == "micro":
             x0, y0 = cv.point_in_drop(0.5)
             spread = r_drop * rng.uniform(0.15, 0.5)
-            for _ in range(int(rng.integers(30, 160))):
+            for _ in range(int(rng.integers(30, 120))):
                 if rng.random() < 0.7:
                     x, y = x0 + rng.normal(0, spread), y0 + rng.normal(0, spread)
                 else:
                     x, y = cv.point_in_drop(0.85)
-                size = max(2.0 * cv.px, r_drop * rng.uniform(0.008, 0.025))
+                size = max(5.0 * cv.px, r_drop * rng.uniform(0.015, 0.035))
                 _faceted(cv, x, y, size, shape=str(rng.choice(["square", "rhomb", "hex"])))
         else:
             for _ in range(int(rng.integers(1, 14))):
                 x, y = cv.point_in_drop(0.8)
-                _spherulite(cv, x, y, r_drop * rng.uniform(0.03, 0.12))
+                _spherulite(cv, x, y, r_drop * rng.uniform(0.05, 0.14))
         return
     # other: process failures and phase separation
     if variant == "oil":
