@@ -55,8 +55,10 @@ class Preset:
 PRESETS: Mapping[str, Preset] = {
     "tiny": Preset("tiny", training.TINY, train_steps=12, eval_steps=None,
                    accuracy_floor=0.0),
-    "demo": Preset("demo", training.DEMO, train_steps=600, eval_steps=None,
-                   accuracy_floor=0.8),
+    # The demo's floor tells a model that learned from one that did not: well above
+    # the majority class and the brightness-only baseline (both about 48%).
+    "demo": Preset("demo", training.DEMO, train_steps=1000, eval_steps=None,
+                   accuracy_floor=0.65),
     # The paper trained for about 1.7M steps of 64 images.
     "paper": Preset("paper", training.PAPER, train_steps=1_700_000, eval_steps=None,
                     accuracy_floor=0.9),

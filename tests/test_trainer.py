@@ -52,6 +52,19 @@ def test_paper_optimiser_and_schedule():
     assert float(learning_rate_schedule(paper, 100, 8)(0)) == pytest.approx(0.36)
 
 
+def test_demo_trains_with_adam_and_unknown_optimisers_are_refused():
+    demo = trainer_config.DEMO
+    optimizer = make_optimizer(demo, learning_rate_schedule(demo, 40, 1))
+    assert isinstance(optimizer, tf.keras.optimizers.Adam)
+    cfg = optimizer.get_config()
+    assert cfg["epsilon"] == demo.epsilon and cfg["ema_momentum"] == demo.ema_decay
+    assert float(optimizer.learning_rate) == pytest.approx(0.002)
+    restored = trainer_config.TrainingConfig.from_json_dict(demo.to_json_dict())
+    assert restored.optimizer == "adam"
+    with pytest.raises(ValueError, match="optimizer 'sgd' is unknown"):
+        dataclasses.replace(demo, optimizer="sgd")
+
+
 def test_class_weights_counts_and_inverse_frequency(data):
     counts = count_labels(str(data / "train*.gz"))
     assert counts == [12, 12, 12, 12]

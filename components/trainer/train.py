@@ -239,14 +239,21 @@ def learning_rate_schedule(
 
 
 def make_optimizer(config: TrainingConfig, schedule) -> tf.keras.optimizers.Optimizer:
-    """RMSProp as in the paper, with a moving average of the weights when asked."""
+    """RMSProp as in the paper (or Adam), with a moving average of the weights when asked."""
+    averaging = {
+        "use_ema": config.ema_decay is not None,
+        "ema_momentum": config.ema_decay if config.ema_decay is not None else 0.99,
+    }
+    if config.optimizer == "adam":
+        return tf.keras.optimizers.Adam(
+            learning_rate=schedule, epsilon=config.epsilon, **averaging
+        )
     return tf.keras.optimizers.RMSprop(
         learning_rate=schedule,
         rho=config.rmsprop_decay,
         momentum=config.momentum,
         epsilon=config.epsilon,
-        use_ema=config.ema_decay is not None,
-        ema_momentum=config.ema_decay if config.ema_decay is not None else 0.99,
+        **averaging,
     )
 
 
