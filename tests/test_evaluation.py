@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.evaluation import ACCURACY, eval_config
 from components.names import INSTITUTION_KEY, LABEL_KEY, NUM_CLASSES
-
-tfma = pytest.importorskip("tensorflow_model_analysis")
 
 
 def _example(label: int, predicted: int, institution: str) -> bytes:
