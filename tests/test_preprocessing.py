@@ -202,6 +202,37 @@ def test_train_flips_both_ways_about_half_the_time() -> None:
     assert len(set(seen)) == 4
 
 
+def test_decode_for_training_rescales_once_to_the_patch_scale() -> None:
+    """Short side at size x crop_scale, aspect kept, 8-bit, whatever the file's depth."""
+    image = pp.decode_for_training(noise_jpeg(120, 160), 64, 1.15)
+    assert image.dtype == tf.uint8 and tuple(image.shape) == (74, 99, 3)
+    deep = np.linspace(0, 65535, 90 * 60).reshape(90, 60).astype(np.uint16)
+    tall = pp.decode_for_training(encode(deep, "PNG"), 32, 1.0).numpy()
+    assert tall.shape == (48, 32, 3)
+    assert tall[0, 0, 0] < 10 and tall[-1, -1, 0] > 245  # 16 bits read as full range
+    assert pp.training_scale_side(195, 1.15) == 224
+    with pytest.raises(ValueError, match="crop_scale must be at least 1"):
+        pp.training_scale_side(64, 0.9)
+
+
+def test_cached_augmentation_matches_decoding_each_time() -> None:
+    """With one possible window (a square image, crop_scale 1) both routes agree.
+
+    Same seed, so the same flips and colour distortion; they differ only by the 8-bit
+    rounding of the cached copy.
+    """
+    smooth = np.stack(np.meshgrid(np.linspace(0, 255, 160), np.linspace(40, 200, 160)), -1)
+    data = encode(np.concatenate([smooth, smooth[..., :1]], -1).astype(np.uint8), "PNG")
+    for seed in range(5):
+        direct = pp.train_preprocess(data, 64, seed=seed, crop_scale=1.0).numpy()
+        cached = pp.augment_decoded(pp.decode_for_training(data, 64, 1.0), 64, seed=seed)
+        np.testing.assert_allclose(cached.numpy(), direct, atol=0.02)
+    assert not np.allclose(
+        pp.augment_decoded(pp.decode_for_training(data, 64, 1.0), 64, seed=1).numpy(),
+        pp.augment_decoded(pp.decode_for_training(data, 64, 1.0), 64, seed=2).numpy(),
+    )
+
+
 def test_train_colour_distortion_changes_colour() -> None:
     """Some seeds shift the mean colour by more than a JPEG round trip could."""
     flat = np.full((64, 64, 3), (120, 140, 100), np.uint8)

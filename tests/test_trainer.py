@@ -15,11 +15,14 @@ import tensorflow as tf
 
 from components.names import SERVING_CLASS_NAMES
 from components.trainer import config as trainer_config
+from components.trainer import train as train_module
 from components.trainer.export import export_model
 from components.trainer.train import (
     class_weights_from_counts,
     count_labels,
+    decoded_cache_mb,
     learning_rate_schedule,
+    make_dataset,
     make_optimizer,
     train_model,
 )
@@ -178,3 +181,50 @@ def test_two_workers_end_with_identical_weights(data, tmp_path):
     assert len(first.files) == len(second.files) > 10
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
+
+
+
+def test_decoded_cache_is_read_once_and_augmented_every_epoch(tmp_path, caplog):
+    """With ``cache_decoded`` later epochs come from memory, with fresh random patches.
+
+    The file is deleted after the first epochs: the cached pipeline goes on, the
+    streaming one fails when it reopens the file, which shows the test tells them apart.
+    """
+    files = tmp_path / "train-00000.gz"
+    write_transformed(files, 1, seed=4)
+    cached = dataclasses.replace(TINY, cache_decoded=True, shuffle_buffer=1)
+    streaming = dataclasses.replace(cached, cache_decoded=False)
+    size = TINY.model_config.input_size
+    with caplog.at_level("INFO"):
+        cached_batches = iter(make_dataset(str(files), cached, 4, training=True, examples=1))
+    assert "caching 1 decoded training images" in caplog.text
+    streamed_batches = iter(make_dataset(str(files), streaming, 4, training=True, examples=1))
+    before = [next(cached_batches)[0].numpy() for _ in range(2)]
+    next(streamed_batches)
+    files.unlink()
+    after = [next(cached_batches)[0].numpy() for _ in range(20)]
+    for batch in before + after:
+        assert batch.shape == (4, size, size, 3)
+        # One image, four epochs per batch: the patches differ, so augmentation runs
+        # after the cache, not once before it.
+        assert all(not np.array_equal(batch[0], other) for other in batch[1:])
+    with pytest.raises(tf.errors.NotFoundError, match="train-00000"):
+        for _ in range(50):
+            next(streamed_batches)
+
+
+def test_decoded_cache_needs_a_crop_scale_and_is_skipped_when_too_large(
+    data, monkeypatch, caplog
+):
+    with pytest.raises(ValueError, match="cache_decoded needs crop_scale"):
+        dataclasses.replace(TINY, cache_decoded=True, crop_scale=None)
+    demo = trainer_config.DEMO
+    # 224-pixel short side (195 x 1.15), 4:3 frames, 3 bytes a pixel.
+    assert decoded_cache_mb(demo, 1000) == pytest.approx(1000 * 224 * 299 * 3 / 2**20, rel=0.01)
+    monkeypatch.setattr(train_module, "DECODED_CACHE_LIMIT_MB", 0.01)
+    config = dataclasses.replace(TINY, cache_decoded=True)
+    with caplog.at_level("WARNING"):
+        batch = next(iter(make_dataset(str(data / "train*"), config, 4, training=True,
+                                       examples=48)))
+    assert "above the 0 MB limit; decoding every step instead" in caplog.text
+    assert batch[0].shape[0] == 4

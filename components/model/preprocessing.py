@@ -265,17 +265,84 @@ def train_preprocess(
     Returns:
         float32 ``[size, size, 3]`` in [-1, 1].
     """
+    return _augment(
+        lambda decoder: _decode_then(image_bytes, decoder), size, seed, crop_scale
+    )
+
+
+def _augment(
+    patch_source: Callable[[Callable[[tf.Tensor], tf.Tensor]], tf.Tensor],
+    size: int,
+    seed: SeedLike | None,
+    crop_scale: float | None,
+) -> tf.Tensor:
+    """The paper's augmentation of one image given by ``patch_source``.
+
+    ``patch_source(cut)`` applies ``cut`` (decoded integer image -> float patch) to the
+    image, however it is held (encoded bytes, or a decoded and rescaled copy).
+    """
     if seed is None:
         seed = tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
     patch_seed, flip_seed, color_seed = tf.unstack(
         tf.random.experimental.stateless_split(_as_seed(seed), 3)
     )
-    image = _decode_then(
-        image_bytes, lambda decoded: random_patch(decoded, size, patch_seed, crop_scale)
-    )
+    image = patch_source(lambda decoded: random_patch(decoded, size, patch_seed, crop_scale))
     image = random_flips(image, flip_seed)
     image = distort_color(image, color_seed)
     return to_symmetric_range(image)
+
+
+def training_scale_side(size: int, crop_scale: float) -> int:
+    """Short side, in pixels, of an image rescaled for ``crop_scale`` patches of ``size``."""
+    if crop_scale < 1.0:
+        raise ValueError(f"crop_scale must be at least 1, got {crop_scale}")
+    return max(round(size * crop_scale), size)
+
+
+def decode_for_training(image_bytes: tf.Tensor, size: int, crop_scale: float) -> tf.Tensor:
+    """Decodes an image and rescales it to the scale its training patches are cut at.
+
+    The short side becomes :func:`training_scale_side` (the aspect ratio is kept), and
+    the result is 8-bit, a few hundred kilobytes for a small preset, so a data set's
+    worth can be cached in memory and only the random patch, flips and colour
+    distortion (:func:`augment_decoded`) are redone each epoch. Together the two give
+    what :func:`train_preprocess` gives with the same ``crop_scale``, but from a
+    different random window and with the pixels rounded to 8 bits once.
+
+    Args:
+        image_bytes: scalar string tensor with an encoded image.
+        size: side of the square training patch.
+        crop_scale: as in :func:`random_patch`; a number, since caching needs a fixed
+            scale (the paper's native-resolution patches keep the full image).
+
+    Returns:
+        uint8 ``[height, width, 3]`` with ``min(height, width)`` equal to
+        :func:`training_scale_side`.
+    """
+    side = training_scale_side(size, crop_scale)
+
+    def rescale(decoded: tf.Tensor) -> tf.Tensor:
+        shape = tf.cast(tf.shape(decoded)[:2], tf.float32)
+        factor = float(side) / tf.reduce_min(shape)
+        target = tf.maximum(tf.cast(tf.round(shape * factor), tf.int32), side)
+        image = tf.image.convert_image_dtype(decoded, tf.float32)
+        image = tf.image.resize(image, target, method=tf.image.ResizeMethod.BILINEAR)
+        return tf.image.convert_image_dtype(tf.clip_by_value(image, 0.0, 1.0), tf.uint8)
+
+    return _decode_then(image_bytes, rescale)
+
+
+def augment_decoded(image: tf.Tensor, size: int, seed: SeedLike | None = None) -> tf.Tensor:
+    """:func:`train_preprocess`'s augmentation of an image from :func:`decode_for_training`.
+
+    The image is already at the patch scale, so the random ``size`` square is cut
+    without resizing; flips and colour distortion follow as in
+    :func:`train_preprocess`.
+
+    Returns:
+        float32 ``[size, size, 3]`` in [-1, 1].
+    """
+    return _augment(lambda cut: cut(image), size, seed, None)
 
 
 def make_dataset(

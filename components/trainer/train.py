@@ -19,7 +19,7 @@ from components import runtime
 from components.model import preprocessing
 from components.model.inception import build_model
 from components.names import IMAGE_KEY, LABEL_KEY, NUM_CLASSES
-from components.trainer.config import TrainingConfig
+from components.trainer.config import DECODED_CACHE_LIMIT_MB, TrainingConfig
 
 runtime.skip_autograph_for_tf_keras()
 
@@ -134,16 +134,49 @@ def _parse(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return parsed[IMAGE_KEY], parsed[LABEL_KEY]
 
 
+def decoded_cache_mb(config: TrainingConfig, examples: int) -> float:
+    """Memory that ``cache_decoded`` would take for ``examples`` training images.
+
+    Counts 4:3 frames (the imagers' usual shape) at the patch scale, 3 bytes a pixel.
+    """
+    side = preprocessing.training_scale_side(
+        config.model_config.input_size, config.crop_scale or 1.0
+    )
+    return examples * side * side * 4 / 3 * 3 / 2**20
+
+
+def _use_decoded_cache(config: TrainingConfig, examples: int | None) -> bool:
+    if not config.cache_decoded:
+        return False
+    if examples is None:
+        log.warning("cache_decoded: the number of training examples is unknown; not caching")
+        return False
+    needed = decoded_cache_mb(config, examples)
+    if needed > DECODED_CACHE_LIMIT_MB:
+        log.warning(
+            "cache_decoded: %d training images would take about %.0f MB decoded, above the "
+            "%d MB limit; decoding every step instead", examples, needed,
+            DECODED_CACHE_LIMIT_MB,
+        )
+        return False
+    log.info("caching %d decoded training images in memory (about %.0f MB)", examples, needed)
+    return True
+
+
 def make_dataset(
     file_patterns: str | Sequence[str],
     config: TrainingConfig,
     global_batch: int,
     training: bool,
+    examples: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images scaled to [-1, 1], labels) from gzipped transformed TFRecords.
 
     Training data is shuffled, repeated and augmented as in the paper; evaluation
-    data gets the same centre-crop preprocessing as the serving signature.
+    data gets the same centre-crop preprocessing as the serving signature. With
+    ``config.cache_decoded`` and ``examples`` (the training set's size) small enough,
+    training images are decoded once (:func:`preprocessing.decode_for_training`) and
+    only augmented afterwards.
     """
     size = config.model_config.input_size
     deterministic = config.seed is not None
@@ -159,15 +192,30 @@ def make_dataset(
     )
     dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
     if training:
+        if _use_decoded_cache(config, examples):
+            dataset = dataset.map(
+                lambda b, y: (
+                    preprocessing.decode_for_training(b, size, config.crop_scale), y
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic,
+            ).cache()
+
+            def augment(image, seed=None):
+                return preprocessing.augment_decoded(image, size, seed=seed)
+        else:
+
+            def augment(image_bytes, seed=None):
+                return preprocessing.train_preprocess(
+                    image_bytes, size, seed=seed, crop_scale=config.crop_scale
+                )
+
         dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed).repeat()
         if config.seed is not None:
             # Per-example stateless seeds: the same example index gets the same crop.
             dataset = dataset.enumerate().map(
                 lambda i, xy: (
-                    preprocessing.train_preprocess(
-                        xy[0], size, seed=tf.stack([tf.cast(config.seed, tf.int64), i]),
-                        crop_scale=config.crop_scale,
-                    ),
+                    augment(xy[0], seed=tf.stack([tf.cast(config.seed, tf.int64), i])),
                     xy[1],
                 ),
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -175,10 +223,7 @@ def make_dataset(
             )
         else:
             dataset = dataset.map(
-                lambda b, y: (
-                    preprocessing.train_preprocess(b, size, crop_scale=config.crop_scale),
-                    y,
-                ),
+                lambda x, y: (augment(x), y),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=False,
             )
@@ -338,7 +383,9 @@ def train_model(
         )
     eval_data = make_dataset(eval_files, config, global_batch, training=False)
     if train_steps > 0:
-        train_data = make_dataset(train_files, config, global_batch, training=True)
+        train_data = make_dataset(
+            train_files, config, global_batch, training=True, examples=train_examples
+        )
         epoch_steps = min(steps_per_epoch, train_steps)
         epochs = math.ceil(train_steps / epoch_steps)
         resume = _ResumeRecorder()
