@@ -338,7 +338,7 @@ def print_report(results: dict) -> None:
     print(f"\ninput pipeline, one core, {pipeline['source']}:")
     for key, value in pipeline.items():
         if key != "source":
-            print(f"  {key:28s} {value:8.1f} img/s")
+            print(f"  {key:34s} {value:8.1f} img/s")
     print("\nratios:")
     for key, value in results["ratios"].items():
         print(f"  {key:50s} {value:8.2f}")
