@@ -145,6 +145,11 @@ def run_local(
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     progress = ProgressHandler(node_ids, echo or (lambda line: None))
     root_logger = logging.getLogger()
+    # The project's own modules log at INFO what a person checks afterwards (the
+    # Trainer's replicas and schedule, a resumed checkpoint, the decoded-image cache).
+    project_logger = logging.getLogger("components")
+    saved_project_level = project_logger.level
+    project_logger.setLevel(logging.INFO)
     saved_propagate = absl_logger.propagate
     saved_levels = {h: h.level for h in root_logger.handlers}
     absl_logger.addHandler(file_handler)
@@ -156,6 +161,8 @@ def run_local(
         root_logger.addHandler(file_handler)
         for handler in saved_levels:
             handler.setLevel(max(handler.level, logging.ERROR))
+    else:
+        project_logger.addHandler(file_handler)
     try:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     except BaseException:
@@ -165,6 +172,8 @@ def run_local(
         absl_logger.removeHandler(file_handler)
         absl_logger.removeHandler(progress)
         root_logger.removeHandler(file_handler)
+        project_logger.removeHandler(file_handler)
+        project_logger.setLevel(saved_project_level)
         absl_logger.propagate = saved_propagate
         for handler, level in saved_levels.items():
             handler.setLevel(level)

@@ -202,6 +202,11 @@ def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path, rea
                    if (p / "metrics.json").is_file()]
     metrics = json.loads((model_run / "metrics.json").read_text())
     assert 0 < metrics["resumed_from_step"] < TRAIN_STEPS
+    # The Trainer's own account reaches run.log: where it resumed, and its image cache.
+    run_log = (out / "run.log").read_text()
+    resumed = int(metrics["resumed_from_step"])
+    assert f"resumed from a preemption checkpoint at step {resumed}" in run_log
+    assert "decoded training images in memory" in run_log
     assert not any((out / "trainer-backup").rglob("checkpoint")), "backup kept after success"
 
     outcome = latest_outcome(out)
