@@ -174,12 +174,16 @@ def pipeline_throughput(
         crop_scale=crop_scale,
         num_parallel_calls=1,
     )
+    return _one_thread_images_per_s(dataset, images, warmup_batches=2)
+
+
+def _one_thread_images_per_s(dataset: tf.data.Dataset, images: int, warmup_batches: int) -> float:
+    """Images/s of a dataset of batches of 8, run on one thread after some batches."""
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False
-    dataset = dataset.with_options(options)
-    iterator = iter(dataset)
-    for _ in range(2):
+    iterator = iter(dataset.with_options(options))
+    for _ in range(warmup_batches):
         next(iterator)
     batches = max(1, images // 8)
     start = time.perf_counter()
@@ -201,17 +205,8 @@ def cached_pipeline_throughput(
         lambda image, seed: preprocessing.augment_decoded(image, size, seed),
         num_parallel_calls=1,
     ).batch(8)
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = 1
-    options.autotune.enabled = False
-    iterator = iter(dataset.with_options(options))
-    for _ in range(max(2, len(jpegs) // 8 + 1)):  # fills the cache
-        next(iterator)
-    batches = max(1, images // 8)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * 8 / (time.perf_counter() - start)
+    # The first pass fills the cache and is not timed.
+    return _one_thread_images_per_s(dataset, images, warmup_batches=max(2, len(jpegs) // 8 + 1))
 
 
 def gpu_estimate(forward_flops: float) -> dict[str, float]:
