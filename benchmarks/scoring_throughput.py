@@ -69,7 +69,7 @@ def export(preset: str, folder: Path) -> Path:
 
     click.echo(f"exporting the untrained {preset} model to {folder} (once) ...")
     config = inception.PRESETS[preset]
-    export_model(inception.build_model(config), str(version), config.input_size)
+    export_model(inception.build_model(config), str(version))
     return folder
 
 

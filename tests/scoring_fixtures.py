@@ -46,7 +46,7 @@ def _export_tiny(base: str) -> Path:
 
     serving = Path(base) / "serving"
     model = inception.build_model(inception.TINY)
-    export_model(model, str(serving / str(VERSION)), inception.TINY.input_size)
+    export_model(model, str(serving / str(VERSION)))
     # An older version, and a version folder still being written, which must be passed
     # over for the newest complete one.
     (serving / "1").mkdir()

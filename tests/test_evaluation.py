@@ -12,12 +12,13 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components.evaluation import ACCURACY, eval_config
-from components.names import INSTITUTION_KEY, LABEL_KEY, NUM_CLASSES
+from components.names import CLASS_NAMES, INSTITUTION_KEY, LABEL_KEY, NUM_CLASSES
+from components.report.results import load_results
 
 
-def _example(label: int, predicted: int, institution: str) -> bytes:
-    probabilities = np.full(NUM_CLASSES, 0.1 / (NUM_CLASSES - 1), np.float32)
-    probabilities[predicted] = 0.9
+def _example(label: int, predicted: int, institution: str, top: float = 0.9) -> bytes:
+    probabilities = np.full(NUM_CLASSES, (1 - top) / (NUM_CLASSES - 1), np.float32)
+    probabilities[predicted] = top
     feature = {
         LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         "probabilities": tf.train.Feature(
@@ -87,3 +88,25 @@ def test_floor_applies_to_the_overall_slice_not_to_each_institution(examples, tm
     failed = validation.metric_validations_per_slice
     assert len(failed) == 1 and not failed[0].slice_key.single_slice_keys
     assert failed[0].failures[0].metric_key.name == ACCURACY
+
+
+@pytest.mark.slow
+def test_per_class_precision_and_recall_count_the_highest_score(tmp_path):
+    """A class is predicted when it scores highest, even below 0.5 (as in Table 4)."""
+    pairs = [(0, 0), (0, 0), (0, 1), (1, 1), (2, 2), (2, 0), (3, 3), (3, 3)]
+    path = tmp_path / "examples.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for label, predicted in pairs:
+            writer.write(_example(label, predicted, "BIG", top=0.4))
+    config = _predictions_only(eval_config(accuracy_floor=0.0))
+    tfma.run_model_analysis(eval_shared_model=None, eval_config=config,
+                            data_location=str(path), output_path=str(tmp_path / "out"))
+    overall = load_results(tmp_path / "out").overall
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES))
+    for label, predicted in pairs:
+        confusion[label, predicted] += 1
+    np.testing.assert_array_equal(overall.confusion, confusion)
+    for index, name in enumerate(CLASS_NAMES):
+        right = confusion[index, index]
+        assert overall.recall[name] == pytest.approx(right / confusion[index].sum()), name
+        assert overall.precision[name] == pytest.approx(right / confusion[:, index].sum()), name

@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.model import preprocessing
 from components.names import SERVING_CLASS_NAMES
 from components.trainer import config as trainer_config
 from components.trainer import train as train_module
-from components.trainer.export import export_model
+from components.trainer.export import export_model, input_side
 from components.trainer.train import (
+    at_serving_size,
+    build_classifier,
     class_weights_from_counts,
     count_labels,
     decoded_cache_mb,
@@ -87,7 +90,7 @@ def test_training_learns_and_export_answers(data, tmp_path):
     # TensorBoard logs land in the model run directory.
     assert any("events.out.tfevents" in f for _, _, fs in os.walk(tmp_path / "run") for f in fs)
     export_dir = tmp_path / "export"
-    export_model(model, str(export_dir), config.model_config.input_size)
+    export_model(model, str(export_dir))
     loaded = tf.saved_model.load(str(export_dir))
     rng = np.random.default_rng(3)
     images = tf.constant([drop_image(label, rng) for label in range(4)])
@@ -106,6 +109,40 @@ def test_training_learns_and_export_answers(data, tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)image"):
         loaded.signatures["serving_default"](image_bytes=tf.constant([b"not an image"]))
     assert loaded.signatures["serving_default"](image_bytes=images[:1])["scores"].shape == (1, 4)
+
+
+def test_serving_size_is_the_scale_training_patches_were_cut_at():
+    assert trainer_config.PAPER.serving_size == 599  # native patches: the released size
+    assert trainer_config.DEMO.serving_size == 224  # 195 x 1.15
+    assert TINY.serving_size == 86  # 75 x 1.15
+    assert dataclasses.replace(TINY, crop_scale=1.0).serving_size == 75
+
+
+def test_model_is_evaluated_and_exported_at_the_serving_size(data, tmp_path):
+    strategy = tf.distribute.get_strategy()
+    trained = build_classifier(TINY)
+    assert input_side(trained) == 75
+    resized = at_serving_size(trained, TINY, strategy)
+    assert input_side(resized) == 86
+    for before, after in zip(trained.get_weights(), resized.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    native = dataclasses.replace(TINY, crop_scale=None, cache_decoded=False)
+    assert at_serving_size(trained, native, strategy) is trained
+
+    model, metrics = train_model(TINY, str(data / "train*"), str(data / "eval*"),
+                                 str(tmp_path / "run"), train_steps=2)
+    assert input_side(model) == 86 and "accuracy" in metrics
+    eval_images, _ = next(iter(make_dataset(str(data / "eval*"), TINY, 4, training=False)))
+    assert eval_images.shape[1:] == (86, 86, 3)
+    # The exported signatures resize each photograph to the same 86 pixels.
+    export_model(model, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    image = drop_image(1, np.random.default_rng(5))
+    served = loaded.signatures["probabilities"](image_bytes=tf.constant([image]))
+    direct = tf.nn.softmax(model(preprocessing.eval_preprocess(tf.constant(image), 86)[None]))
+    np.testing.assert_allclose(served["probabilities"].numpy(), direct.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="fixed square input"):
+        input_side(tf.keras.Sequential([tf.keras.layers.InputLayer((None, None, 3))]))
 
 
 class _Preempt(tf.keras.callbacks.Callback):

@@ -50,9 +50,8 @@ def run_fn(fn_args) -> None:
         train_examples=custom.get(TRAIN_EXAMPLES_KEY),
         backup_dir=custom.get(BACKUP_DIR_KEY),
     )
-    input_size = config.model_config.input_size
     if is_chief():
-        export_model(model, fn_args.serving_model_dir, input_size, tf_transform_output)
+        export_model(model, fn_args.serving_model_dir, tf_transform_output)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
             f.write(json.dumps(metrics, indent=2))
     else:
@@ -60,7 +59,7 @@ def run_fn(fn_args) -> None:
         # chief's copy is kept.
         scratch = tempfile.mkdtemp()
         try:
-            export_model(model, scratch, input_size, tf_transform_output)
+            export_model(model, scratch, tf_transform_output)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         wait_for_chief_export(fn_args.serving_model_dir)

@@ -37,7 +37,18 @@ TRANSFORM_FEATURES = "transform_features"
 PROBABILITIES_SIGNATURE = "probabilities"
 
 
-def _probabilities_fn(model: tf.keras.Model, input_size: int):
+def input_side(model: tf.keras.Model) -> int:
+    """The side of the square images ``model`` takes (its Input layer's)."""
+    _, height, width, _ = model.input_shape
+    if height is None or height != width:
+        raise ValueError(f"{model.name} takes {model.input_shape[1:3]} images; the "
+                         "serving signatures need a fixed square input")
+    return int(height)
+
+
+def _probabilities_fn(model: tf.keras.Model):
+    input_size = input_side(model)
+
     @tf.function
     def probabilities(image_bytes: tf.Tensor) -> tf.Tensor:
         images = tf.map_fn(
@@ -51,9 +62,12 @@ def _probabilities_fn(model: tf.keras.Model, input_size: int):
     return probabilities
 
 
-def build_signatures(model: tf.keras.Model, input_size: int, tf_transform_output=None) -> dict:
-    """The concrete functions to save; ``tf_transform_output`` adds the tf.Example ones."""
-    probabilities = _probabilities_fn(model, input_size)
+def build_signatures(model: tf.keras.Model, tf_transform_output=None) -> dict:
+    """The concrete functions to save; ``tf_transform_output`` adds the tf.Example ones.
+
+    Images are resized to the model's own input side.
+    """
+    probabilities = _probabilities_fn(model)
     class_names = tf.constant(SERVING_CLASS_NAMES)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
@@ -92,10 +106,8 @@ def build_signatures(model: tf.keras.Model, input_size: int, tf_transform_output
     return signatures
 
 
-def export_model(
-    model: tf.keras.Model, export_dir: str, input_size: int, tf_transform_output=None
-) -> None:
+def export_model(model: tf.keras.Model, export_dir: str, tf_transform_output=None) -> None:
     """Saves ``model`` with the signatures above to ``export_dir``."""
-    signatures = build_signatures(model, input_size, tf_transform_output)
+    signatures = build_signatures(model, tf_transform_output)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
 

@@ -7,6 +7,7 @@ arguments and calls it, then exports with :mod:`components.trainer.export`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -173,7 +174,8 @@ def make_dataset(
     """Batches of (images scaled to [-1, 1], labels) from gzipped transformed TFRecords.
 
     Training data is shuffled, repeated and augmented as in the paper; evaluation
-    data gets the same centre-crop preprocessing as the serving signature. With
+    data gets the same centre-crop preprocessing as the serving signature, at
+    :attr:`TrainingConfig.serving_size`. With
     ``config.cache_decoded`` and ``examples`` (the training set's size) small enough,
     training images are decoded once (:func:`preprocessing.decode_for_training`) and
     only augmented afterwards.
@@ -228,8 +230,9 @@ def make_dataset(
                 deterministic=False,
             )
     else:
+        serving_size = config.serving_size
         dataset = dataset.map(
-            lambda b, y: (preprocessing.eval_preprocess(b, size), y),
+            lambda b, y: (preprocessing.eval_preprocess(b, serving_size), y),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
@@ -302,15 +305,53 @@ def make_optimizer(config: TrainingConfig, schedule) -> tf.keras.optimizers.Opti
     )
 
 
-def build_classifier(config: TrainingConfig) -> tf.keras.Model:
-    """The network with a float32 softmax-free head, whatever the compute dtype."""
-    model = build_model(config.model_config)
+def build_classifier(config: TrainingConfig, input_size: int | None = None) -> tf.keras.Model:
+    """The network with a float32 softmax-free head, whatever the compute dtype.
+
+    ``input_size`` replaces the model preset's (the training patch side), e.g. with
+    :attr:`TrainingConfig.serving_size`.
+    """
+    model_config = config.model_config
+    if input_size is not None and input_size != model_config.input_size:
+        model_config = dataclasses.replace(model_config, input_size=input_size)
+    model = build_model(model_config)
     if tf.keras.mixed_precision.global_policy().compute_dtype == "float16":
         logits = tf.keras.layers.Activation("linear", dtype="float32", name="logits_fp32")(
             model.output
         )
         model = tf.keras.Model(model.input, logits, name=model.name)
     return model
+
+
+def _loss_and_metrics() -> dict:
+    return {
+        "loss": tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "metrics": [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    }
+
+
+def at_serving_size(
+    model: tf.keras.Model, config: TrainingConfig, strategy: tf.distribute.Strategy
+) -> tf.keras.Model:
+    """The trained network rebuilt for :attr:`TrainingConfig.serving_size` inputs.
+
+    The same weights in a graph whose input, feature maps and final average pool fit
+    the serving size; ``model`` itself when the two sizes are equal. Compiled for
+    evaluation with the training loss, metrics and optimiser.
+    """
+    size = config.serving_size
+    if size == model.input_shape[1]:
+        return model
+    with strategy.scope():
+        resized = build_classifier(config, size)
+        resized.set_weights(model.get_weights())
+        # The training optimiser comes along for its step count; evaluation and
+        # export never apply it.
+        optimizer = {"optimizer": model.optimizer} if model.optimizer is not None else {}
+        resized.compile(**optimizer, **_loss_and_metrics())
+    log.info("evaluating and exporting at %d pixels, the scale of the %d-pixel training "
+             "patches (crop scale %s)", size, model.input_shape[1], config.crop_scale)
+    return resized
 
 
 class _ResumeRecorder(tf.keras.callbacks.Callback):
@@ -341,6 +382,9 @@ def train_model(
     backup_dir: str | None = None,
 ) -> tuple[tf.keras.Model, dict[str, float]]:
     """Trains; returns the model (averaged weights swapped in) and evaluation metrics.
+
+    The returned model takes :attr:`TrainingConfig.serving_size` inputs (see
+    :func:`at_serving_size`), and the metrics are measured at that size.
 
     The metrics also record the number of replicas and training examples used.
 
@@ -378,8 +422,7 @@ def train_model(
             optimizer=make_optimizer(
                 config, learning_rate_schedule(config, steps_per_epoch, replicas)
             ),
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            **_loss_and_metrics(),
         )
     eval_data = make_dataset(eval_files, config, global_batch, training=False)
     if train_steps > 0:
@@ -407,6 +450,7 @@ def train_model(
             verbose=2,
         )
     # fit() ends by swapping the moving average into the model's weights.
+    model = at_serving_size(model, config, strategy)
     results = model.evaluate(eval_data, steps=eval_steps, return_dict=True, verbose=0)
     metrics = {k: float(v) for k, v in results.items()}
     metrics.update(replicas=float(replicas), train_examples=float(train_examples),
