@@ -140,9 +140,7 @@ def decoded_cache_mb(config: TrainingConfig, examples: int) -> float:
 
     Counts 4:3 frames (the imagers' usual shape) at the patch scale, 3 bytes a pixel.
     """
-    side = preprocessing.training_scale_side(
-        config.model_config.input_size, config.crop_scale or 1.0
-    )
+    side = config.serving_size  # the short side training patches are cut from
     return examples * side * side * 4 / 3 * 3 / 2**20
 
 
