@@ -32,6 +32,11 @@ LOG_FILE = "run.log"
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 _CACHED = re.compile(r"A cached execution \d+ is used\.")
+# Keras' epoch lines (``Epoch 12/60``, then ``42/42 - 7s - loss: 0.83 - accuracy: 0.73
+# - ...``), which reach logging once interactive logging is off.
+_EPOCH = re.compile(r"Epoch (\d+)/(\d+)$")
+_EPOCH_END = re.compile(r"\d+/\d+ - .*?\bloss: ([\d.e+-]+).*?\baccuracy: ([\d.e+-]+)")
+EPOCH_REPORTS = 10  # training progress lines per Trainer run, at most (plus the last)
 
 
 def local_beam_args(workers: int | None = None) -> tuple[str, ...]:
@@ -81,8 +86,10 @@ class NodeProgress:
 class ProgressHandler(logging.Handler):
     """Turns the local runner's log lines into one line per component for a person.
 
-    ``echo`` receives lines such as ``[3/10] StatisticsGen ...`` and
-    ``[3/10] StatisticsGen done in 12 s``; warnings and errors are passed on as they are.
+    ``echo`` receives lines such as ``[3/10] StatisticsGen running`` and
+    ``[3/10] StatisticsGen done in 12 s``, and, while a model trains, about every
+    tenth of the epochs, ``[6/10] Trainer epoch 12/60: loss 0.830, accuracy 0.733``;
+    warnings and errors are passed on as they are.
     """
 
     def __init__(self, node_ids: list[str], echo: Callable[[str], None]):
@@ -92,6 +99,8 @@ class ProgressHandler(logging.Handler):
         self.nodes: dict[str, NodeProgress] = {}
         self._current: str | None = None
         self._started = 0.0
+        self._epoch: tuple[int, int] | None = None
+        self._reported_tenth = 0
 
     def _position(self, node: str) -> str:
         index = self.node_ids.index(node) + 1 if node in self.node_ids else 0
@@ -106,7 +115,20 @@ class ProgressHandler(logging.Handler):
             self._current = match.group(1)
             self._started = time.monotonic()
             self.nodes[self._current] = NodeProgress(self._current)
+            self._epoch, self._reported_tenth = None, 0
             self.echo(f"{self._position(self._current)} running")
+        elif match := _EPOCH.match(message):
+            self._epoch = (int(match.group(1)), int(match.group(2)))
+        elif (match := _EPOCH_END.match(message)) and self._epoch and self._current:
+            epoch, epochs = self._epoch
+            tenth = epoch * EPOCH_REPORTS // epochs
+            if tenth > self._reported_tenth or epoch == epochs:
+                self._reported_tenth = tenth
+                loss, accuracy = float(match.group(1)), float(match.group(2))
+                self.echo(
+                    f"{self._position(self._current)} epoch {epoch}/{epochs}: "
+                    f"loss {loss:.3f}, accuracy {accuracy:.3f}"
+                )
         elif _CACHED.match(message) and self._current:
             self.nodes[self._current].cached = True
         elif (match := _FINISHED.match(message)) and match.group(1) in self.nodes:
@@ -154,9 +176,16 @@ def run_local(
     saved_levels = {h: h.level for h in root_logger.handlers}
     absl_logger.addHandler(file_handler)
     absl_logger.addHandler(progress)
+    keras_was_interactive = None
     if echo is not None:
         # The console gets the progress lines and errors; everything else that TFX,
-        # Beam and TFDV log (warnings included) goes to run.log.
+        # Beam and TFDV log (warnings included) goes to run.log. Keras' epoch lines
+        # too: with interactive logging off it logs them instead of printing, and the
+        # progress handler condenses them.
+        import tensorflow as tf
+
+        keras_was_interactive = tf.keras.utils.is_interactive_logging_enabled()
+        tf.keras.utils.disable_interactive_logging()
         absl_logger.propagate = False
         root_logger.addHandler(file_handler)
         for handler in saved_levels:
@@ -177,5 +206,7 @@ def run_local(
         absl_logger.propagate = saved_propagate
         for handler, level in saved_levels.items():
             handler.setLevel(level)
+        if keras_was_interactive:
+            tf.keras.utils.enable_interactive_logging()
         file_handler.close()
     return progress.nodes

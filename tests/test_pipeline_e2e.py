@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import re
 import signal
@@ -193,6 +194,9 @@ def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path, rea
     assert result.exit_code == 0, result.output + repr(result.exception)
     for node in NODES:
         assert re.search(rf"\[\d+/{len(NODES)}\] {node} (done in|reused)", result.output), node
+    # Training shows its progress as condensed lines, not Keras' own.
+    assert re.search(r"\] Trainer epoch \d+/\d+: loss [\d.]+, accuracy [\d.]+", result.output)
+    assert "ms/step" not in result.output
     executions = _executions(out)
     for node in ("ImageExampleGen", "StatisticsGen", "Transform"):
         assert executions[node][-1].last_known_state == cached, node
@@ -266,3 +270,34 @@ def test_pipeline_config_needs_some_data():
 
     with pytest.raises(ValueError, match="data_dir, marco_shards or both"):
         PipelineConfig(pipeline_root="r", preset=PRESETS["tiny"])
+
+
+def _log_record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("absl", logging.INFO, "keras/callbacks.py", 1, message, None, None)
+
+
+def test_progress_condenses_keras_epoch_lines_to_about_ten_per_training():
+    from pipeline.local import ProgressHandler
+
+    lines: list[str] = []
+    handler = ProgressHandler(list(NODES), lines.append)
+    handler.emit(_log_record("Component Trainer is running."))
+    for epoch in range(1, 61):
+        handler.emit(_log_record(f"Epoch {epoch}/60"))
+        handler.emit(_log_record(
+            f"42/42 - 7s - loss: {2 - epoch / 60:.4f} - accuracy: {epoch / 100:.4f}"
+            " - 7s/epoch - 170ms/step"
+        ))
+    handler.emit(_log_record("Component Trainer is finished."))
+    assert lines[0] == "[7/10] Trainer running"
+    epochs = [line for line in lines if " epoch " in line]
+    assert epochs[0] == "[7/10] Trainer epoch 6/60: loss 1.900, accuracy 0.060"
+    assert epochs[-1] == "[7/10] Trainer epoch 60/60: loss 1.000, accuracy 0.600"
+    assert len(epochs) == 10
+    assert re.fullmatch(r"\[7/10\] Trainer done in \d+ s", lines[-1])
+    # Epoch lines outside a component, or without a preceding "Epoch" line, are ignored.
+    lines.clear()
+    ProgressHandler(list(NODES), lines.append).emit(
+        _log_record("42/42 - 7s - loss: 1.0 - accuracy: 0.5")
+    )
+    assert lines == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,31 @@ def test_demo_trains_with_adam_and_unknown_optimisers_are_refused():
     assert restored.optimizer == "adam"
     with pytest.raises(ValueError, match="optimizer 'sgd' is unknown"):
         dataclasses.replace(demo, optimizer="sgd")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("class_weights", "false", "'class_weights' must be bool, got 'false'"),
+        ("batch_size", "64", "'batch_size' must be int, got '64'"),
+        ("batch_size", True, "'batch_size' must be int, got True"),
+        ("cache_decoded", 1, "'cache_decoded' must be bool, got 1"),
+        ("learning_rate", None, "'learning_rate' must be float or int, got None"),
+        ("crop_scale", "1.15", "'crop_scale' must be float or int or null, got '1.15'"),
+    ],
+)
+def test_training_settings_from_json_must_have_their_fields_types(name, value, message):
+    settings = trainer_config.DEMO.to_json_dict()
+    settings[name] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        trainer_config.TrainingConfig.from_json_dict(settings)
+
+
+def test_training_settings_from_json_accept_integers_for_floats_and_null_for_options():
+    settings = {"learning_rate": 1, "ema_decay": None, "crop_scale": 2, "seed": 3}
+    restored = trainer_config.TrainingConfig.from_json_dict(settings)
+    assert restored.learning_rate == 1 and restored.ema_decay is None
+    assert restored.crop_scale == 2 and restored.seed == 3
 
 
 def test_class_weights_counts_and_inverse_frequency(data):

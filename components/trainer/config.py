@@ -8,6 +8,8 @@ Vertex AI worker pool unchanged.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +20,18 @@ CUSTOM_CONFIG_KEY = "marco_training"
 # Largest in-memory cache of decoded training images (``cache_decoded``).
 DECODED_CACHE_LIMIT_MB = 4096
 OPTIMIZERS = ("rmsprop", "adam")
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """JSON value types accepted for a field annotated ``hint`` (``float | None``...)."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    accepted: list[type] = []
+    for member in members:
+        accepted.append(member)
+        if member is float:
+            accepted.append(int)
+    return tuple(accepted)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +159,31 @@ class TrainingConfig:
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
+        """Reads settings written by :meth:`to_json_dict` (or by hand), checking types.
+
+        JSON has no schema here, so a hand-edited ``"false"`` for a flag or ``"64"``
+        for a batch size would otherwise pass: a non-empty string is true, and the
+        number would fail deep inside training. Each value must have its field's type
+        (an integer is accepted where a float is expected; a bool never counts as a
+        number).
+
+        Raises:
+            ValueError: naming each unknown setting, or the first value of the wrong
+                type with the type expected.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training settings {unknown} (known: {sorted(known)})")
+        hints = typing.get_type_hints(cls)
+        for name, value in data.items():
+            expected = _json_types(hints[name])
+            # bool is a subclass of int: a flag is no number and a number no flag.
+            if (isinstance(value, bool) and bool not in expected) or not isinstance(
+                value, expected
+            ):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in expected)
+                raise ValueError(f"training setting {name!r} must be {names}, got {value!r}")
         return cls(**data)
 
     @classmethod
