@@ -35,7 +35,8 @@ _CACHED = re.compile(r"A cached execution \d+ is used\.")
 # Keras' epoch lines (``Epoch 12/60``, then ``42/42 - 7s - loss: 0.83 - accuracy: 0.73
 # - ...``), which reach logging once interactive logging is off.
 _EPOCH = re.compile(r"Epoch (\d+)/(\d+)$")
-_EPOCH_END = re.compile(r"\d+/\d+ - .*?\bloss: ([\d.e+-]+).*?\baccuracy: ([\d.e+-]+)")
+_NUMBER = r"(nan|inf|\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
+_EPOCH_END = re.compile(rf"\d+/\d+ - .*?\bloss: {_NUMBER}.*?\baccuracy: {_NUMBER}")
 EPOCH_REPORTS = 10  # training progress lines per Trainer run, at most (plus the last)
 
 
