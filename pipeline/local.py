@@ -119,7 +119,8 @@ class ProgressHandler(logging.Handler):
             self._epoch, self._reported_tenth = None, 0
             self.echo(f"{self._position(self._current)} running")
         elif match := _EPOCH.match(message):
-            self._epoch = (int(match.group(1)), int(match.group(2)))
+            epoch, epochs = int(match.group(1)), int(match.group(2))
+            self._epoch = (epoch, epochs) if epochs > 0 else None
         elif (match := _EPOCH_END.match(message)) and self._epoch and self._current:
             epoch, epochs = self._epoch
             tenth = epoch * EPOCH_REPORTS // epochs

@@ -295,9 +295,15 @@ def test_progress_condenses_keras_epoch_lines_to_about_ten_per_training():
     assert epochs[-1] == "[7/10] Trainer epoch 60/60: loss 1.000, accuracy 0.600"
     assert len(epochs) == 10
     assert re.fullmatch(r"\[7/10\] Trainer done in \d+ s", lines[-1])
-    # Epoch lines outside a component, or without a preceding "Epoch" line, are ignored.
+    # Epoch lines outside a component, without a preceding "Epoch" line, or after one
+    # that counts no epochs, are ignored.
     lines.clear()
     ProgressHandler(list(NODES), lines.append).emit(
         _log_record("42/42 - 7s - loss: 1.0 - accuracy: 0.5")
     )
+    odd = ProgressHandler(list(NODES), lines.append)
+    odd.emit(_log_record("Component Trainer is running."))
+    lines.clear()
+    for message in ("Epoch 1/0", "42/42 - 7s - loss: 1.0 - accuracy: 0.5"):
+        odd.emit(_log_record(message))
     assert lines == []

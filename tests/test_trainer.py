@@ -90,6 +90,12 @@ def test_training_settings_from_json_must_have_their_fields_types(name, value, m
         trainer_config.TrainingConfig.from_json_dict(settings)
 
 
+@pytest.mark.parametrize("settings", [["batch_size", 64], "batch_size=64", None])
+def test_training_settings_from_json_must_be_an_object(settings):
+    with pytest.raises(ValueError, match="training settings must be a JSON object"):
+        trainer_config.TrainingConfig.from_json_dict(settings)
+
+
 def test_training_settings_from_json_accept_integers_for_floats_and_null_for_options():
     settings = {"learning_rate": 1, "ema_decay": None, "crop_scale": 2, "seed": 3}
     restored = trainer_config.TrainingConfig.from_json_dict(settings)

@@ -168,9 +168,13 @@ class TrainingConfig:
         number).
 
         Raises:
-            ValueError: naming each unknown setting, or the first value of the wrong
-                type with the type expected.
+            ValueError: when ``data`` is not an object, naming each unknown setting,
+                or the first value of the wrong type with the type expected.
         """
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"training settings must be a JSON object of name: value, got {data!r}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
