@@ -91,6 +91,12 @@ class PipelineConfig:
         train_args: the Trainer's TrainArgs, or a string runtime parameter holding
             their JSON so that each cloud run can choose its step count; default:
             ``preset.train_steps``.
+        input_fingerprint: digest of the input files, part of ImageExampleGen's cache
+            key. Locally its driver computes it; on Kubeflow and Vertex, where TFX runs
+            no custom drivers, it is a runtime parameter filled when a run is
+            submitted (:mod:`kubeflow.submit`).
+        served_version: the newest model version in the serving folder, part of the
+            served-model baseline's cache key, computed and passed the same way.
     """
 
     pipeline_root: str
@@ -108,6 +114,8 @@ class PipelineConfig:
     enable_cache: bool = True
     pipeline_name: str = PIPELINE_NAME
     train_args: TrainArgs | RuntimeParameter | None = None
+    input_fingerprint: str | RuntimeParameter | None = None
+    served_version: str | RuntimeParameter | None = None
 
     def __post_init__(self) -> None:
         if not self.data_dir and not self.marco_shards:

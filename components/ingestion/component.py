@@ -28,6 +28,9 @@ class ImageExampleGenSpec(types.ComponentSpec):
         executor.EVAL_PERCENT_KEY: ExecutionParameter(type=int),
         executor.QUARANTINE_BUDGET_KEY: ExecutionParameter(type=float),
         executor.MAX_PIXELS_KEY: ExecutionParameter(type=int),
+        # Digest of the input files (see driver.py): computed by the driver where
+        # drivers run, passed as a runtime parameter where they do not (Vertex, KFP).
+        driver.FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS: ClassVar[dict] = {}
     OUTPUTS: ClassVar[dict] = {
@@ -59,6 +62,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
         eval_percent: int = 10,
         quarantine_budget: float = DEFAULT_QUARANTINE_BUDGET,
         max_pixels: int = imagecheck.DEFAULT_MAX_PIXELS,
+        input_fingerprint: str | None = None,
     ) -> None:
         """Configure ingestion.
 
@@ -73,6 +77,9 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             quarantine_budget: largest acceptable quarantined share (0-1).
             max_pixels: larger declared image sizes are quarantined as decompression
                 bombs before any decoding.
+            input_fingerprint: digest of the input files when computed outside the
+                component (a runtime parameter on Kubeflow and Vertex, where TFX runs
+                no custom drivers); the local driver computes it itself.
         """
         if not data_dir and not marco_shards:
             raise ValueError("ImageExampleGen needs data_dir, marco_shards or both")
@@ -88,6 +95,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             eval_percent=eval_percent,
             quarantine_budget=float(quarantine_budget),
             max_pixels=max_pixels,
+            input_fingerprint=input_fingerprint,
             examples=types.Channel(type=tfx.types.standard_artifacts.Examples),
         )
         super().__init__(spec=spec)
