@@ -9,6 +9,7 @@ schema, the Transform label collapse) derives from the :class:`Catalogue` built 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ from typing import Any
 
 import yaml
 
+from components.imagecheck import EXAMPLE_FORMATS, format_names
 from components.names import CLASS_IDS, CLASS_NAMES
 from schemas import SOURCES_DIR
 
 CODE_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 COLOUR_MODES = ("rgb", "grey", "mixed")
-IMAGE_FORMATS = ("jpeg", "png")
+# What `marco synth` may write for an institution: the formats ingestion accepts.
+IMAGE_FORMATS = format_names(EXAMPLE_FORMATS)
 
 # Reader name -> (required option keys, optional option keys).
 READER_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -356,6 +359,41 @@ def parse_source(path: Path, data: Any) -> Source:
         imaging=_parse_imaging(path, data.get("imaging")),
         notes=str(data.get("notes", "")),
     )
+
+
+def source_document(source: Source) -> dict[str, Any]:
+    """The YAML mapping of ``source``, which :func:`parse_source` reads back as it is.
+
+    Keys come in the order of the project's catalogue files. Optional keys that are
+    unset are left out; an empty name, imager, setup or class is written as a blank
+    (None), for a person to fill in.
+    """
+    imaging = dataclasses.asdict(source.imaging)
+    imaging["formats"] = list(source.imaging.formats)
+    layout = {"reader": source.layout.reader}
+    for key, value in source.layout.options.items():
+        layout[key] = list(value) if isinstance(value, tuple) else value
+    labels = []
+    for label in source.labels:
+        entry: dict[str, Any] = {"native": label.native, "class": label.class_name or None}
+        if label.marco_raw_id is not None:
+            entry["marco_raw_id"] = label.marco_raw_id
+        if label.description:
+            entry["description"] = label.description
+        labels.append(entry)
+    document = {
+        "code": source.code,
+        "name": source.name or None,
+        "imager": source.imager or None,
+        "setup": source.setup or None,
+        "paper_images": source.paper_images,
+        "marco_source_id": source.marco_source_id,
+        "imaging": imaging,
+        "notes": source.notes or None,
+        "layout": layout,
+        "labels": labels,
+    }
+    return {k: v for k, v in document.items() if v is not None or k in TOP_LEVEL_REQUIRED}
 
 
 def load_source_file(path: Path) -> Source:

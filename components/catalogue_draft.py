@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
-import json
 import os
 import re
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,18 +28,27 @@ from PIL import Image, UnidentifiedImageError
 
 from components.catalogue import (
     CODE_PATTERN,
+    RECORD_FIELDS,
     CatalogueError,
+    Imaging,
     Layout,
+    NativeLabel,
     Source,
     load_source_file,
     parse_source,
+    source_document,
 )
+from components.imagecheck import EXAMPLE_FORMATS, KNOWN_FORMATS, extensions, format_names
 from components.names import CLASS_IDS, CLASS_NAMES
-from components.readers import BadRecord, read_source
+from components.readers import BadRecord, flatten, json_lines, read_source
 from schemas import SOURCES_DIR
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")  # what ingestion can read
-OTHER_IMAGE_EXTENSIONS = ("tif", "tiff", "bmp", "gif", "webp")  # images it cannot
+IMAGE_EXTENSIONS = extensions(EXAMPLE_FORMATS)  # what ingestion can read
+# Images it cannot: noted, and never chosen as a layout's extensions.
+OTHER_IMAGE_EXTENSIONS = tuple(e for e in extensions(KNOWN_FORMATS) if e not in IMAGE_EXTENSIONS)
+INGESTED_FORMATS = format_names(EXAMPLE_FORMATS)
+_INGESTED = ", ".join(f.pil_name for f in EXAMPLE_FORMATS)
+_IMAGE_NAMES = ", ".join(f".{e}" for e in IMAGE_EXTENSIONS)
 TABLE_EXTENSIONS = ("csv", "tsv", "tab", "txt")
 JSONL_EXTENSIONS = ("jsonl", "ndjson", "json")
 DELIMITERS = (",", ";", "\t", "|")
@@ -52,7 +60,6 @@ MAX_LABEL_VALUES = 200  # more distinct values than this is not a label vocabula
 MAX_LABEL_FOLDERS = 100
 EXAMPLES_PER_LABEL = 3
 ROLE_SHARE = 0.9  # share of values that must look like a role's values
-RECORD_ROLES = ("path", "label", "image_id", "plate", "well", "imaged_at")
 
 # Words in a column name or JSON key that suggest its role.
 ROLE_HINTS: dict[str, frozenset[str]] = {
@@ -132,7 +139,7 @@ class Detection:
 
     @property
     def record_fields(self) -> dict[str, str]:
-        return dict(self.options.get("columns") or self.options.get("fields") or {})
+        return dict(Layout(self.reader, self.options).record_fields)
 
 
 @dataclass
@@ -287,7 +294,7 @@ def assign_roles(
         chosen = best(image_like, "path", lambda c: c.share(_is_image_name))
         if chosen is None:
             raise DraftError(
-                f"no {kind} holds image file names (.jpg, .jpeg, .png); "
+                f"no {kind} holds image file names ({_IMAGE_NAMES}); "
                 f"{kind}s: {', '.join(repr(c.name) for c in columns)}"
             )
         roles["path"] = chosen
@@ -355,7 +362,7 @@ def assign_roles(
     plates = [c for c in free() if "plate" in role_hints(c.name)]
     if plates:
         roles["plate"] = plates[0]
-    mapping = {role: roles[role].name for role in RECORD_ROLES if role in roles}
+    mapping = {role: roles[role].name for role in RECORD_FIELDS if role in roles}
     ignored = [c.name for c in columns if c.name not in mapping.values()]
     return mapping, ignored, notes
 
@@ -531,42 +538,24 @@ def _read_table(files: Sequence[Path]) -> tuple[str | None, list[str], list[dict
     return delimiter, header, rows
 
 
-def _flatten(obj: Mapping, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in obj.items():
-        key = str(key)
-        if "." in key:
-            continue  # not addressable with a dotted key
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, dotted + "."))
-        elif value is not None and not isinstance(value, list):
-            out[dotted] = str(value)
-    return out
-
-
 def _read_jsonl(files: Sequence[Path]) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    """(dotted keys, rows of flattened records, notes) from JSON-lines files."""
     rows: list[dict[str, str]] = []
     names: dict[str, None] = {}
     notes: list[str] = []
     bad = 0
     for path in files:
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    bad += 1
-                    if not rows and line.lstrip().startswith("["):
-                        notes.append(f"{path.name} is one JSON document, not JSON lines")
-                        break
-                    continue
-                if not isinstance(obj, Mapping):
+            if handle.read(4096).lstrip().startswith("["):
+                bad += 1
+                notes.append(f"{path.name} is one JSON document, not JSON lines")
+                continue
+            handle.seek(0)
+            for _, obj, _ in json_lines(handle):
+                if obj is None:
                     bad += 1
                     continue
-                flat = _flatten(obj)
+                flat = flatten(obj)
                 names.update(dict.fromkeys(flat))
                 rows.append(flat)
                 if len(rows) >= SAMPLE_RECORDS:
@@ -759,10 +748,10 @@ def _sample_imaging(paths: Sequence[str]) -> tuple[dict[str, Any] | None, int, l
         except (OSError, UnidentifiedImageError):
             continue
         opened += 1
-        if fmt in ("jpeg", "png"):
+        if fmt in INGESTED_FORMATS:
             formats[fmt] += 1
         else:
-            notes.append(f"{path}: {fmt or 'unknown'} images cannot be ingested (JPEG, PNG only)")
+            notes.append(f"{path}: {fmt or 'unknown'} images cannot be ingested ({_INGESTED} only)")
     if not opened:
         return None, 0, notes
     (width, height), _ = sizes.most_common(1)[0]
@@ -770,7 +759,7 @@ def _sample_imaging(paths: Sequence[str]) -> tuple[dict[str, Any] | None, int, l
         "colour": "mixed" if len(colours) > 1 else colours.pop(),
         "width": max(16, width),
         "height": max(16, height),
-        "formats": [f for f, _ in formats.most_common()] or ["jpeg"],
+        "formats": [f for f, _ in formats.most_common()] or list(Imaging().formats),
     }
     return imaging, opened, notes[:3]
 
@@ -805,7 +794,7 @@ def inspect_institution(
         raise DraftError(f"{folder} is not inside the data root {data_root}")
     record_files, images = _walk(folder)
     if not images:
-        raise DraftError(f"{folder}: no image files (.jpg, .jpeg, .png) found")
+        raise DraftError(f"{folder}: no image files ({_IMAGE_NAMES}) found")
     detection: Detection | None = None
     rejected: list[str] = []
     scored: list[tuple[float, int, Detection]] = []
@@ -850,20 +839,14 @@ def inspect_institution(
         _extension(i.name) for i in images if _extension(i.name) in OTHER_IMAGE_EXTENSIONS
     )
     for ext, n in sorted(unreadable.items()):
-        detection.notes.append(f"{n} .{ext} files: ingestion reads JPEG and PNG only")
+        detection.notes.append(f"{n} .{ext} files: ingestion reads {_INGESTED} only")
     _count_records(detection, code, data_root)
     return detection
 
 
 def _count_records(detection: Detection, code: str, data_root: Path) -> None:
     """Read every record with the real reader: label counts, examples, files found."""
-    options = dict(detection.options)
-    if "extensions" in options:
-        options["extensions"] = tuple(options["extensions"])
-    source = Source(
-        code=code, name=code, imager="", setup="",
-        layout=Layout(detection.reader, options), labels=(), file=Path(f"{code}.yaml"),
-    )
+    source = _draft_source(code, detection, name=code)
     existing: list[str] = []
     for item in read_source(source, data_root):
         if isinstance(item, BadRecord):
@@ -971,16 +954,21 @@ def suggest_class(
 # --------------------------------------------------------------------------- the draft
 
 
-def _quote(value: Any) -> str:
-    """A YAML scalar that reads back as exactly ``value`` (strings always quoted)."""
-    if isinstance(value, bool) or value is None:
-        raise TypeError(f"unexpected value {value!r}")
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)
-    if text.isprintable() and "\t" not in text:
-        return "'" + text.replace("'", "''") + "'"
-    return json.dumps(text, ensure_ascii=False)
+class _DraftDumper(yaml.SafeDumper):
+    """Safe YAML as the catalogue files are written: list items indented, blanks empty."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
+
+
+_DraftDumper.add_representer(
+    type(None), lambda dumper, _: dumper.represent_scalar("tag:yaml.org,2002:null", "")
+)
+
+
+def _yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_DraftDumper, sort_keys=False, allow_unicode=True,
+                     width=1 << 16)
 
 
 def _comment(text: str) -> str:
@@ -990,6 +978,28 @@ def _comment(text: str) -> str:
 
 def _label_order(labels: Counter) -> list[str]:
     return sorted(labels, key=lambda n: (-labels[n], n))
+
+
+def _draft_source(
+    code: str,
+    detection: Detection,
+    labels: Iterable[str] = (),
+    *,
+    name: str | None = None,
+    imager: str | None = None,
+    setup: str | None = None,
+) -> Source:
+    """The catalogue entry a detection describes; what is unknown is left empty."""
+    imaging = Imaging()
+    if detection.imaging:
+        imaging = Imaging(**{**detection.imaging, "formats": tuple(detection.imaging["formats"])})
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in detection.options.items()}
+    return Source(
+        code=code, name=name or "", imager=imager or "", setup=setup or "",
+        layout=Layout(detection.reader, options),
+        labels=tuple(NativeLabel(native, "") for native in labels),
+        file=Path(f"{code}.yaml"), imaging=imaging,
+    )
 
 
 def render_draft(
@@ -1003,107 +1013,64 @@ def render_draft(
     data_root_display: str,
     command: str,
 ) -> str:
-    """The text of the draft ``CODE.yaml``: every key the loader needs, each explained."""
-    out = io.StringIO()
-    w = out.write
-    w(f"# {code}: draft catalogue file written by `{_comment(command)}`.\n")
-    w("# Before the catalogue accepts it, fill in name, imager and setup if empty, and give\n")
-    w("# every native label below a class: one of " + ", ".join(CLASS_NAMES) + ".\n")
-    w("# The loader refuses this file while any of them is empty. Then run\n")
-    w("#   marco sources validate DATA_DIR   (counts, unmapped labels, id collisions)\n")
-    w("#   marco schema update               (adds the institution and labels to the schema)\n")
-    w("# See docs/data-engineers.md for every key.\n\n")
-    w("# Institution code: the value of the 'institution' feature and of the statistics\n")
-    w("# and evaluation slices; derived image ids start with it.\n")
-    w(f"code: {code}\n")
-    w("# The institution's full name.\n")
-    w(f"name: {_quote(name) if name else '   # fill in'}\n")
-    w("# The imager(s) that took the images, as in the paper's Table 1.\n")
-    w(f"imager: {_quote(imager) if imager else '   # fill in'}\n")
-    w("# How drops are set up (sitting drop, hanging drop, under oil, ...).\n")
-    w(f"setup: {_quote(setup) if setup else '   # fill in'}\n")
-    w("# marco_source_id and each label's marco_raw_id are the ids of the published MARCO\n")
-    w("# TFRecord shards; a new institution has none, so they are left out.\n")
-    if detection.imaging:
-        im = detection.imaging
-        w(f"# The images as {detection.images_sampled} sampled files show them; `marco synth`\n")
-        w("# draws look-alike images from this.\n")
-        w("imaging:\n")
-        w(f"  colour: {im['colour']}    # rgb, grey or mixed\n")
-        w(f"  width: {im['width']}\n")
-        w(f"  height: {im['height']}\n")
-        w(f"  formats: [{', '.join(im['formats'])}]    # jpeg and/or png\n")
-    w("# Where the label records are. Paths are relative to the data folder the pipeline\n")
-    w(f"# reads ({_comment(data_root_display)}), which holds one folder per institution.\n")
-    w("layout:\n")
-    opts = detection.options
-    if detection.reader == "csv_manifest":
-        w("  # csv_manifest: one row per image in a delimited text file with a header line.\n")
-        w("  reader: csv_manifest\n")
-        w("  # The manifest; a glob (*) reads several files with the same header as one.\n")
-        w(f"  manifest: {_quote(opts['manifest'])}\n")
-        if "delimiter" in opts:
-            label = DELIMITER_NAMES.get(opts["delimiter"], repr(opts["delimiter"]))
-            w(f"  # Cell separator (detected: {label}); a comma when left out.\n")
-            w(f"  delimiter: {_quote(opts['delimiter'])}\n")
-    elif detection.reader == "jsonl":
-        w("  # jsonl: one JSON object per line; fields are addressed by dotted keys\n")
-        w("  # (image.file is {\"image\": {\"file\": ...}}).\n")
-        w("  reader: jsonl\n")
-        w("  # The export file(s); a glob (*) reads several.\n")
-        w(f"  files: {_quote(opts['files'])}\n")
-    else:
-        w("  # folder_per_label: the name of the folder directly under root is the native\n")
-        w("  # label; any tree of folders may lie below it.\n")
-        w("  reader: folder_per_label\n")
-        w("  # The folder holding one folder per native label.\n")
-        w(f"  root: {_quote(opts['root'])}\n")
-        w("  # Image file extensions read; other files are ignored.\n")
-        w(f"  extensions: [{', '.join(opts['extensions'])}]\n")
-    if "image_root" in opts:
-        w("  # Folder the image paths of the records are relative to.\n")
-        w(f"  image_root: {_quote(opts['image_root'])}\n")
-    record_key = "columns" if detection.reader == "csv_manifest" else "fields"
-    if record_key in opts:
-        what = "column" if record_key == "columns" else "key"
-        w(f"  # Which {what} holds each part of a record: path and label are required;\n")
-        w("  # image_id (unique across all institutions), plate, well and imaged_at are\n")
-        w("  # optional. Without image_id, ids are CODE/path-without-extension.\n")
-        if detection.ignored:
-            ignored = ", ".join(repr(c) for c in detection.ignored)
-            w(f"  # Not used: {ignored}.\n")
-        w(f"  {record_key}:\n")
-        for role in RECORD_ROLES:
-            if role in opts[record_key]:
-                w(f"    {role}: {_quote(opts[record_key][role])}\n")
-    if "path_pattern" in opts:
-        w("  # Regular expression searched in each image path (relative to image_root or\n")
-        w("  # to the label folder); its named groups plate, well, imaged_at and image_id\n")
-        w("  # fill the fields no column holds. Detected from the file names.\n")
-        w(f"  path_pattern: {_quote(opts['path_pattern'])}\n")
-    else:
-        w("  # path_pattern: optional regular expression whose named groups (plate, well,\n")
-        w("  # imaged_at, image_id) are read from each image path; none was detected.\n")
+    """The text of the draft ``CODE.yaml``: the catalogue entry, with blanks and comments.
+
+    The entry is :func:`components.catalogue.source_document` of what was detected, as
+    YAML; the comments say what to fill in, and give each label's count, examples and
+    suggested class.
+    """
+    classes = ", ".join(CLASS_NAMES)
+    order = _label_order(detection.labels)
+    source = _draft_source(code, detection, order, name=name, imager=imager, setup=setup)
+    document = source_document(source)
+    if not detection.imaging:
+        del document["imaging"]
+    labels = document.pop("labels")
     total = sum(detection.labels.values())
-    w(f"# Every native label found: {len(detection.labels)} labels in {total} records.\n")
-    w("# Give each one a class (" + ", ".join(CLASS_NAMES) + "). Suggestions come from\n")
-    w("# the words and from other institutions' files and are NOT filled in: check each\n")
-    w("# against the lab's scoring guide ('other' was used inconsistently across sources).\n")
-    w("# Optional per label: description (what the lab means by it).\n")
-    w("labels:\n")
-    for native in _label_order(detection.labels):
+    comments = {
+        "imaging": [
+            f"The images as {detection.images_sampled} sampled files show them; "
+            "`marco synth` draws look-alike images from this.",
+        ],
+        "layout": [
+            "Where the label records are, as detected: check it. Paths are relative to the",
+            f"data folder the pipeline reads ({_comment(data_root_display)}).",
+        ],
+    }
+    lines = [
+        f"# {code}: draft catalogue file written by `{_comment(command)}`.",
+        "# Before the catalogue accepts it, fill in name, imager and setup if empty, and give",
+        f"# every native label below a class: one of {classes}.",
+        "# The loader refuses this file while any of them is empty. Then run",
+        "#   marco sources validate DATA_DIR   (counts, unmapped labels, id collisions)",
+        "#   marco schema update               (adds the institution and labels to the schema)",
+        "# See docs/data-engineers.md for every key.",
+        "",
+    ]
+    for line in _yaml(document).splitlines():
+        key = line.split(":", 1)[0]
+        lines.extend(f"# {text}" for text in comments.get(key, ()))
+        blank = line == f"{key}:" and key in document and document[key] is None
+        lines.append(f"{line}    # fill in" if blank else line)
+    lines += [
+        f"# Every native label found: {len(order)} labels in {total} records. Suggestions come",
+        "# from the words and from other institutions' files and are NOT filled in: check",
+        "# each against the lab's scoring guide ('other' was used inconsistently across",
+        "# sources). Optional per label: description (what the lab means by it).",
+        "labels:",
+    ]
+    for native, entry in zip(order, labels, strict=True):
         count = detection.labels[native]
         examples = _comment(", ".join(detection.examples.get(native, [])[:2]))
-        w(f"  # {native!r}: {count} image{'s' if count != 1 else ''}; e.g. {examples}\n")
+        lines.append(f"  # {native!r}: {count} image{'s' if count != 1 else ''}; e.g. {examples}")
         suggestion = suggestions.get(native)
-        if suggestion is not None:
-            if suggestion.class_name:
-                w(f"  # suggestion: {suggestion.class_name} ({suggestion.reason})\n")
-            else:
-                w(f"  # note: {suggestion.reason}\n")
-        w(f"  - native: {_quote(native)}\n")
-        w("    class:    # fill in: " + ", ".join(CLASS_NAMES) + "\n")
-    return out.getvalue()
+        if suggestion is not None and suggestion.class_name:
+            lines.append(f"  # suggestion: {suggestion.class_name} ({suggestion.reason})")
+        elif suggestion is not None:
+            lines.append(f"  # note: {suggestion.reason}")
+        lines.append(textwrap.indent(_yaml([entry]), "  ").rstrip("\n")
+                     + f"    # fill in: {classes}")
+    return "\n".join(lines) + "\n"
 
 
 def check_draft_text(path: Path, text: str, labels: Iterable[str]) -> None:

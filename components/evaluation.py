@@ -5,22 +5,38 @@ eval-split examples, and its ``transform_features`` signature to derive the 4-cl
 ``label`` from (institution, native label) with the same Transform graph training
 used. Metrics are computed overall and for each institution (the paper's
 per-source figures, Tables 4 and 5); the blessing rule applies to the overall slice.
+
+The baseline is the model the pipeline serves (ServedModelBaseline). :class:`Evaluator`
+is TFX's Evaluator whose executor treats an empty baseline (nothing served yet) as no
+baseline at all: TFX then checks only the accuracy floor and ignores the change
+threshold.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import tensorflow_model_analysis as tfma
+from tfx import types
+from tfx import v1 as tfx
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_component_specs
 
+from components.baseline.executor import is_empty
 from components.names import INSTITUTION_KEY, LABEL_KEY, NUM_CLASSES
+from components.names import PROBABILITIES_OUTPUT as PROBABILITIES
+from components.names import SERVING_EXAMPLES_SIGNATURE as SERVING_EXAMPLES
+from components.names import TRANSFORM_FEATURES_SIGNATURE as TRANSFORM_FEATURES
 
-SERVING_EXAMPLES = "serving_examples"
-TRANSFORM_FEATURES = "transform_features"
-PROBABILITIES = "probabilities"
 ACCURACY = "sparse_categorical_accuracy"
 # Thresholds for the ROC curves (one confusion matrix per threshold and class).
 ROC_THRESHOLDS = 1000
-# A candidate must not be worse than the blessed baseline by more than this.
+# A candidate must not be worse than the served baseline by more than this.
 DEFAULT_CHANGE_TOLERANCE = 0.0
+
+_LOG = logging.getLogger(__name__)
 
 
 def eval_config(accuracy_floor: float, change_tolerance: float = DEFAULT_CHANGE_TOLERANCE
@@ -29,9 +45,9 @@ def eval_config(accuracy_floor: float, change_tolerance: float = DEFAULT_CHANGE_
 
     Args:
         accuracy_floor: smallest overall accuracy that blesses a model.
-        change_tolerance: how much lower than the last blessed model's overall accuracy
-            a new model may be and still be blessed (0: it must be at least as good).
-            TFMA applies this only when a baseline model was resolved.
+        change_tolerance: how much lower than the served model's overall accuracy a new
+            model may be and still be blessed (0: it must be at least as good). It
+            applies only when a model is served (the baseline is not empty).
     """
     if not 0.0 <= accuracy_floor <= 1.0:
         raise ValueError(f"accuracy_floor must be in [0, 1], got {accuracy_floor}")
@@ -99,3 +115,26 @@ def eval_config(accuracy_floor: float, change_tolerance: float = DEFAULT_CHANGE_
             ),
         ],
     )
+
+
+class Executor(evaluator_executor.Executor):
+    """TFX's Evaluator executor, with an empty baseline model taken as no baseline."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        key = standard_component_specs.BASELINE_MODEL_KEY
+        baselines = input_dict.get(key)
+        if baselines and all(is_empty(model) for model in baselines):
+            _LOG.info("No model is served yet: evaluating without a baseline")
+            input_dict = {k: v for k, v in input_dict.items() if k != key}
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class Evaluator(tfx.components.Evaluator):
+    """TFX's Evaluator (component id ``Evaluator``) running :class:`Executor`."""
+
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)

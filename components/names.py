@@ -1,7 +1,8 @@
-"""One place for the names shared by every part of the pipeline.
+"""One place for the names and defaults shared by every part of the pipeline.
 
 Class names and their order are MARCO's published ones (ids 0-3); feature keys are
-the project's example format (see README, "Example format").
+the project's example format (see README, "Example format"); signature names are the
+exported model's serving contract (:mod:`components.trainer.export`).
 """
 
 from __future__ import annotations
@@ -47,3 +48,28 @@ MARCO_CHANNELS = "image/channels"
 
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
+# Share of image ids, in percent, that go to the eval split unless a run says otherwise.
+DEFAULT_EVAL_PERCENT = 10
+
+# Signatures of the exported model, and their inputs and outputs.
+SERVING_DEFAULT = "serving_default"  # the released MARCO model's: classes and scores
+PROBABILITIES_SIGNATURE = "probabilities"  # image bytes in, probabilities out
+SERVING_EXAMPLES_SIGNATURE = "serving_examples"  # raw tf.Examples in, probabilities out
+TRANSFORM_FEATURES_SIGNATURE = "transform_features"  # raw tf.Examples in, features out
+BYTES_INPUT = "image_bytes"
+EXAMPLES_INPUT = "examples"
+PROBABILITIES_OUTPUT = "probabilities"
+CLASSES_OUTPUT = "classes"
+SCORES_OUTPUT = "scores"
+
+NO_DATA_SOURCE = "nothing to ingest: give data_dir, marco_shards or both"
+
+
+def require_data_source(data_dir: object, marco_shards: object) -> None:
+    """Fails unless a run reads raw institution folders, published MARCO shards or both.
+
+    Raises:
+        ValueError: with :data:`NO_DATA_SOURCE`, when both are empty.
+    """
+    if not data_dir and not marco_shards:
+        raise ValueError(NO_DATA_SOURCE)

@@ -21,14 +21,16 @@ import csv
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from components import filesystem
 from components.catalogue import Source
+from components.imagecheck import EXAMPLE_FORMATS, extensions
 
-DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png")
+# What a folder_per_label layout reads when it names no extensions.
+DEFAULT_EXTENSIONS = extensions(EXAMPLE_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -158,31 +160,53 @@ def _read_csv(source: Source, data_dir: str, unit: str) -> Iterator[Record | Bad
             yield _make_record(source, image_root, values, origin)
 
 
-def _dotted(obj: object, dotted: str) -> str:
-    for part in dotted.split("."):
-        if not isinstance(obj, Mapping) or part not in obj:
-            return ""
-        obj = obj[part]
-    return "" if obj is None or isinstance(obj, (dict, list)) else str(obj)
+def flatten(obj: Mapping, prefix: str = "") -> dict[str, str]:
+    """Every value of a JSON object a dotted key addresses, as text (numbers too).
+
+    ``{"image": {"file": "a.jpg"}, "score": 70}`` gives ``{"image.file": "a.jpg",
+    "score": "70"}``. Lists, nulls and keys holding a dot are not addressable.
+    """
+    out: dict[str, str] = {}
+    for key, value in obj.items():
+        key = str(key)
+        if "." in key:
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted + "."))
+        elif value is not None and not isinstance(value, list):
+            out[dotted] = str(value)
+    return out
+
+
+def json_lines(handle: Iterable[str]) -> Iterator[tuple[int, Mapping | None, str]]:
+    """``(line number, object, "")`` per non-blank line of a JSON-lines file, or
+    ``(line number, None, why)`` for a line that is not a JSON object."""
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, None, f"not JSON: {exc.msg}"
+            continue
+        if isinstance(obj, Mapping):
+            yield number, obj, ""
+        else:
+            yield number, None, "line is not a JSON object"
 
 
 def _read_jsonl(source: Source, data_dir: str, unit: str) -> Iterator[Record | BadRecord]:
     fields = source.layout.record_fields
     image_root = _image_root(source, data_dir, unit)
     with filesystem.open_text(unit, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        for number, obj, problem in json_lines(handle):
             origin = f"{unit}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield BadRecord(source.code, origin, "bad_record", f"not JSON: {exc.msg}")
+            if obj is None:
+                yield BadRecord(source.code, origin, "bad_record", problem)
                 continue
-            if not isinstance(obj, Mapping):
-                yield BadRecord(source.code, origin, "bad_record", "line is not a JSON object")
-                continue
-            values = {f: _dotted(obj, key) for f, key in fields.items()}
+            flat = flatten(obj)
+            values = {f: flat.get(key, "") for f, key in fields.items()}
             yield _make_record(source, image_root, values, origin)
 
 

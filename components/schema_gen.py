@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.catalogue import Catalogue
+from components.imagecheck import EXAMPLE_FORMATS, format_names
 from components.names import (
     CHANNELS_KEY,
     FORMAT_KEY,
@@ -35,7 +36,6 @@ from schemas import SCHEMA_FILE
 INSTITUTION_DOMAIN = "institution"
 NATIVE_LABEL_DOMAIN = "native_label"
 FORMAT_DOMAIN = "image_format"
-IMAGE_FORMATS = ("jpeg", "png")
 MAX_SIDE = 65_535
 MAX_CHANNELS = 4
 
@@ -93,7 +93,7 @@ def build_schema(catalogue: Catalogue) -> schema_pb2.Schema:
         feature.value_count.min = 1
         feature.value_count.max = 1
 
-    schema.string_domain.add(name=FORMAT_DOMAIN, value=list(IMAGE_FORMATS))
+    schema.string_domain.add(name=FORMAT_DOMAIN, value=list(format_names(EXAMPLE_FORMATS)))
     schema.string_domain.add(name=INSTITUTION_DOMAIN, value=sorted(catalogue.codes))
     labels = sorted({native for _, native in catalogue.native_labels()})
     schema.string_domain.add(name=NATIVE_LABEL_DOMAIN, value=labels)

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from components.trainer.export import BYTES_INPUT
+from components.names import BYTES_INPUT
+from components.names import SERVING_DEFAULT as DEFAULT_SIGNATURE
 
-DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
 
 # HTTP statuses TF Serving's REST server gives TensorFlow's error codes.

@@ -8,8 +8,13 @@ uploading the JSON to a Kubeflow Pipelines cluster. Only configuration differs f
 local run: the graph is :func:`pipeline.pipeline.create_pipeline`, never a copy. Here
 it gets Dataflow for its Beam components, a Vertex AI training job on a GPU worker
 pool for the Trainer, an optional Vertex AI endpoint beside the serving directory,
-and runtime parameters for what changes from run to run (the data and the number of
-training steps).
+and runtime parameters for what changes from run to run (the data, the number of
+training steps, and the digests :mod:`kubeflow.submit` computes when a run starts:
+the input files' fingerprint and the newest served model version).
+
+Every container of the compiled job, every Dataflow worker and every training replica
+runs one image, named by digest; with ``beam_runner: DirectRunner`` and local paths
+the same spec also runs on one machine, task by task.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import yaml
 
 import components  # noqa: F401  (Keras 2 before TensorFlow)
+from components.names import NO_DATA_SOURCE
 
 CONFIG_ENV = "MARCO_KUBEFLOW_CONFIG"
 DEFAULT_CONFIG = Path(__file__).with_name("pipeline.yaml")
@@ -42,6 +48,25 @@ CONTAINER_SCHEMA_FILE = f"{CONTAINER_PROJECT_DIR}/schemas/schema.pbtxt"
 DATA_DIR_PARAMETER = "data_dir"
 MARCO_SHARDS_PARAMETER = "marco_shards"
 TRAIN_ARGS_PARAMETER = "train_args"
+# Filled by kubeflow.submit when a run starts; empty in the compiled job. They are
+# part of the cache keys of ImageExampleGen and of the served-model baseline, which
+# otherwise would not notice new data or a new push (Kubeflow V2 runs no drivers).
+INPUT_FINGERPRINT_PARAMETER = "input_fingerprint"
+SERVED_VERSION_PARAMETER = "served_version"
+
+# Where Beam work runs: Dataflow on Google Cloud, or in the task's own process.
+BEAM_RUNNERS = ("DataflowRunner", "DirectRunner")
+DIRECT_BEAM_ARGS = (
+    "--runner=DirectRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2",
+)
+# Settings that name folders or globs: gs:// on Google Cloud, or absolute local paths
+# for a run on one machine (beam_runner: DirectRunner).
+PATH_SETTINGS = ("pipeline_root", "data_dir", "marco_shards", "serving_dir", "catalogue_dir")
+# Read by Dataflow workers and Vertex AI, which cannot see this machine's disk.
+CLOUD_PATH_SETTINGS = ("pipeline_root", "data_dir", "marco_shards", "serving_dir")
+
+# An immutable image reference: NAME@sha256:<64 hex digits> (NAME may keep a tag).
+_IMAGE_DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 # NVIDIA GPUs Vertex AI training accepts (google.cloud.aiplatform_v1 AcceleratorType
 # names), each with the machine families that carry it. TPUs are left out: the
@@ -94,9 +119,13 @@ class ClusterSettings:
 
     project: str = field(metadata=_help("Google Cloud project id."))
     region: str = field(metadata=_help("Region of Vertex AI and Dataflow, e.g. europe-west4."))
-    pipeline_root: str = field(metadata=_help("gs:// folder for the pipeline's artifacts."))
+    pipeline_root: str = field(metadata=_help(
+        "gs:// folder for the pipeline's artifacts (an absolute local path with "
+        "beam_runner DirectRunner)."
+    ))
     image: str = field(metadata=_help(
-        "Container image with TFX 1.16 and this project (built from ./Dockerfile)."
+        "Container image with TFX 1.16 and this project (built from ./Dockerfile), by "
+        "digest: NAME@sha256:<64 hex digits>."
     ))
     data_dir: str | None = field(default=None, metadata=_help(
         "gs:// folder of the institutions' raw data (default of runtime parameter data_dir)."
@@ -104,6 +133,14 @@ class ClusterSettings:
     marco_shards: str | None = field(default=None, metadata=_help(
         "gs:// glob of published MARCO TFRecord shards (default of runtime parameter "
         "marco_shards)."
+    ))
+    catalogue_dir: str | None = field(default=None, metadata=_help(
+        "Folder of institution YAML files, gs:// or an absolute path (default: the "
+        "project's schemas/sources)."
+    ))
+    beam_runner: str = field(default="DataflowRunner", metadata=_help(
+        "Beam runner of ImageExampleGen, StatisticsGen, Transform and the Evaluator: "
+        "DataflowRunner, or DirectRunner (in the task's own process, one worker)."
     ))
     preset: str = field(default="paper", metadata=_help("Training preset: paper, demo or tiny."))
     dataflow_machine_type: str = field(default="n1-standard-4", metadata=_help(
@@ -158,6 +195,11 @@ class ClusterSettings:
         return PRESETS[self.preset].train_steps_for(self.replicas)
 
     @property
+    def serving_root(self) -> str:
+        """The Pusher's folder: ``serving_dir``, or ``<pipeline_root>/serving``."""
+        return self.serving_dir or f"{self.pipeline_root.rstrip('/')}/serving"
+
+    @property
     def serving_image(self) -> str:
         """The endpoint's serving container: the setting, or the prebuilt one nearest."""
         if self.endpoint_serving_image:
@@ -166,7 +208,14 @@ class ClusterSettings:
         return SERVING_IMAGE.format(location=location if location in ("europe", "asia") else "us")
 
     def beam_args(self) -> tuple[str, ...]:
-        """Beam arguments that send every Beam component to Dataflow, in this image."""
+        """Beam arguments that send every Beam component to Dataflow, in this image.
+
+        With ``beam_runner: DirectRunner`` the Beam work stays in the component's own
+        process, on two threads (so that outputs come in several files, as on
+        Dataflow), and no Dataflow option is given.
+        """
+        if self.beam_runner == "DirectRunner":
+            return DIRECT_BEAM_ARGS
         args = [
             "--runner=DataflowRunner",
             f"--project={self.project}",
@@ -285,12 +334,22 @@ def parse_settings(data: Mapping[str, Any], source: str = "settings") -> Cluster
         fail("project", f"{data['project']!r} is not a Google Cloud project id")
     if not _REGION.match(data["region"]):
         fail("region", f"{data['region']!r} is not a Google Cloud region (e.g. europe-west4)")
-    for name in ("pipeline_root", "data_dir", "marco_shards", "serving_dir"):
+    runner = data.get("beam_runner", SETTING_FIELDS["beam_runner"].default)
+    if runner not in BEAM_RUNNERS:
+        fail("beam_runner", f"{runner!r} is not one of {', '.join(BEAM_RUNNERS)}")
+    for name in PATH_SETTINGS:
         value = data.get(name)
-        if value and not (value.startswith("gs://") and len(value) > len("gs://")):
-            fail(name, f"must be a gs:// path, got {value!r}")
+        if not value:
+            continue
+        problem = path_problem(value)
+        if problem:
+            fail(name, problem)
+        if runner == "DataflowRunner" and name in CLOUD_PATH_SETTINGS and value.startswith("/"):
+            fail(name, f"must be a gs:// path with beam_runner DataflowRunner (Dataflow "
+                 f"workers and Vertex AI cannot read this machine's disk), got {value!r}; "
+                 "local paths are for beam_runner DirectRunner")
     if not data.get("data_dir") and not data.get("marco_shards"):
-        fail("data_dir", "set data_dir, marco_shards or both")
+        fail("data_dir", NO_DATA_SOURCE)
     if any(c.isspace() for c in data["image"]) or "/" not in data["image"]:
         fail("image", f"{data['image']!r} is not a container image reference")
     preset = data.get("preset", "paper")
@@ -306,15 +365,62 @@ def parse_settings(data: Mapping[str, Any], source: str = "settings") -> Cluster
     return ClusterSettings(**dict(data))
 
 
+def path_problem(value: str) -> str | None:
+    """Why ``value`` is not a gs:// path or an absolute local path (None when it is)."""
+    if value.startswith("gs://") and len(value) > len("gs://"):
+        return None
+    if value.startswith("/") and not value.startswith("//"):
+        return None
+    return f"must be a gs:// path or an absolute local path, got {value!r}"
+
+
+def has_digest(image: str) -> bool:
+    """True when ``image`` names an immutable image: NAME@sha256:<64 hex digits>."""
+    return bool(_IMAGE_DIGEST.match(image))
+
+
+def require_digest(image: str, source: str = "settings") -> None:
+    """Refuses an image named by tag only.
+
+    Raises:
+        SettingsError: naming the source and the ``image`` field, with how to get
+            the digest.
+    """
+    if has_digest(image):
+        return
+    raise SettingsError(
+        f"{source}: image: {image!r} names no digest. A tag can move between the start "
+        "of a run's pods, Dataflow workers and training replicas, so the compiled job "
+        "names one immutable image, NAME@sha256:<64 hex digits>. Get the digest of a "
+        f"pushed tag with `gcloud artifacts docker images describe {image} "
+        "--format='value(image_summary.digest)'` and set image to "
+        f"{image_repository(image)}@<digest>, or pass --resolve-image to look it up in "
+        "the registry (the TFX CLI's --build-image puts the pushed digest in itself)."
+    )
+
+
+def image_repository(image: str) -> str:
+    """The image's name without tag or digest: ``host/path/name``."""
+    name = image.split("@", 1)[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def settings_source(path: str | Path | None, overrides: Mapping[str, Any] | None) -> str:
+    """How settings messages name where the settings came from."""
+    if path is None:
+        return "flags" if overrides else "settings"
+    return f"{path} with command-line overrides" if overrides else str(path)
+
+
 def load_settings(
     path: str | Path | None, overrides: Mapping[str, Any] | None = None
 ) -> ClusterSettings:
     """Reads a settings YAML file (or none), applies ``overrides`` and checks the result."""
     data: dict[str, Any] = {}
-    source = "settings"
+    source = settings_source(path, overrides)
     if path is not None:
         path = Path(path)
-        source = str(path)
         try:
             loaded = yaml.safe_load(path.read_text())
         except OSError as exc:
@@ -326,18 +432,32 @@ def load_settings(
         data.update(loaded or {})
     if overrides:
         data.update(overrides)
-        source = f"{source} with command-line overrides" if path is not None else "flags"
     return parse_settings(data, source)
 
 
 def runtime_parameters(settings: ClusterSettings) -> dict[str, str]:
-    """The pipeline's runtime parameters and their defaults (from the settings)."""
+    """The pipeline's runtime parameters and their defaults (from the settings).
+
+    ``input_fingerprint`` and ``served_version`` default to "": a run started without
+    them (by ``tfx run create`` or the console) caches ImageExampleGen and the
+    baseline as if nothing had changed. :func:`kubeflow.submit.submission_parameters`
+    fills them.
+    """
     defaults = {TRAIN_ARGS_PARAMETER: json.dumps({"num_steps": settings.train_steps})}
     if settings.data_dir:
         defaults[DATA_DIR_PARAMETER] = settings.data_dir
     if settings.marco_shards:
         defaults[MARCO_SHARDS_PARAMETER] = settings.marco_shards
+    defaults[INPUT_FINGERPRINT_PARAMETER] = ""
+    defaults[SERVED_VERSION_PARAMETER] = ""
     return defaults
+
+
+def declared_parameters(job: Mapping[str, Any]) -> dict[str, str]:
+    """Name -> type of each runtime parameter a compiled job (or bare spec) declares."""
+    spec = job.get("pipelineSpec", job)
+    parameters = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    return {name: definition.get("parameterType", "") for name, definition in parameters.items()}
 
 
 def _parameter(defaults: Mapping[str, str], name: str, description: str):
@@ -398,6 +518,17 @@ def build(settings: ClusterSettings):
         marco_shards=_parameter(
             defaults, MARCO_SHARDS_PARAMETER, "gs:// glob of published MARCO TFRecord shards."
         ),
+        catalogue_dir=settings.catalogue_dir,
+        input_fingerprint=_parameter(
+            defaults, INPUT_FINGERPRINT_PARAMETER,
+            "Digest of the input files, computed when the run is submitted; part of "
+            "ImageExampleGen's cache key.",
+        ),
+        served_version=_parameter(
+            defaults, SERVED_VERSION_PARAMETER,
+            "Newest model version in the serving folder when the run is submitted; part "
+            "of the served-model baseline's cache key.",
+        ),
         schema_file=CONTAINER_SCHEMA_FILE,
         backup_dir=f"{root}/trainer-backup",
         serving_dir=settings.serving_dir,
@@ -411,12 +542,25 @@ def build(settings: ClusterSettings):
     return create_pipeline(config, placement=vertex_placement(settings))
 
 
-def compile_pipeline(settings: ClusterSettings, output: str | None = None) -> dict:
+def compile_pipeline(
+    settings: ClusterSettings, output: str | None = None, *, source: str = "settings"
+) -> dict:
     """Compiles to a KFP v2 pipeline job (JSON); writes it to ``output`` when given.
 
     The job holds the pipeline spec (schema 2.1.0, which Vertex AI and Kubeflow
     Pipelines 2 both read) and a runtime config with the pipeline root and each
     runtime parameter's default, which a run may override.
+
+    Under the TFX CLI, ``tfx pipeline create --build-image`` builds and pushes the
+    image inside ``run()`` and puts its digest in the runner's ``default_image``,
+    which TFX uses for the component containers only; the pipeline was built with
+    the settings' image in the Dataflow arguments and the training job. That image
+    is replaced here by the runner's everywhere in the job, so every pod, Dataflow
+    worker and training replica runs the same build, and the job is written where
+    the runner says (the CLI moves it to its own folder).
+
+    Raises:
+        SettingsError: the image the job would run has no digest.
     """
     from tfx import v1 as tfx
 
@@ -429,11 +573,85 @@ def compile_pipeline(settings: ClusterSettings, output: str | None = None) -> di
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=runner_config, output_dir=out_dir, output_filename=filename
     )
-    return runner.run(
-        build(settings),
-        parameter_values=runtime_parameters(settings),
-        write_out=output is not None,
+    job = runner.run(
+        build(settings), parameter_values=runtime_parameters(settings), write_out=False
     )
+    image = runner.config.default_image
+    require_digest(image, source)
+    # Defaults only for the parameters some component reads: a run may not set others.
+    declared = declared_parameters(job)
+    values = job["runtimeConfig"].get("parameterValues", {})
+    job["runtimeConfig"]["parameterValues"] = {
+        name: value for name, value in values.items() if name in declared
+    }
+    if image != settings.image:
+        job = replace_image(job, settings.image, image)
+    images = job_images(job)
+    if images != {image}:
+        raise RuntimeError(f"compiled job names images {sorted(images)}, not only {image}")
+    if output is not None:
+        from tfx.dsl.io import fileio
+
+        path = os.path.join(runner._output_dir, runner._output_filename)
+        fileio.makedirs(os.path.dirname(path) or ".")
+        with fileio.open(path, "w") as handle:
+            json.dump(job, handle, sort_keys=True)
+    return job
+
+
+_SDK_IMAGE_FLAG = "--sdk_container_image="
+_IMAGE_KEYS = ("image", "image_uri")
+
+
+def _map_strings(value: Any, visit, key: str | None = None) -> Any:
+    """``value`` with ``visit(key, text)`` applied to every string in it.
+
+    Strings that hold JSON objects or lists (a component's ``custom_config``, with
+    the training job inside) are decoded, visited and encoded again when they change.
+    """
+    if isinstance(value, dict):
+        return {k: _map_strings(v, visit, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, visit, key) for v in value]
+    if not isinstance(value, str):
+        return value
+    if value[:1] in ("{", "["):
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            inner = None
+        if isinstance(inner, (dict, list)):
+            changed = _map_strings(inner, visit, key)
+            return value if changed == inner else json.dumps(changed, sort_keys=True)
+    return visit(key, value)
+
+
+def replace_image(job: Mapping[str, Any], old: str, new: str) -> dict:
+    """The job with image ``old`` replaced by ``new`` wherever it is named."""
+
+    def visit(key, text: str) -> str:
+        if text == old:
+            return new
+        if text == _SDK_IMAGE_FLAG + old:
+            return _SDK_IMAGE_FLAG + new
+        return text
+
+    return _map_strings(dict(job), visit)
+
+
+def job_images(job: Mapping[str, Any]) -> set[str]:
+    """Every image the job runs this project in: containers, Dataflow, training replicas."""
+    found: set[str] = set()
+
+    def visit(key, text: str) -> str:
+        if key in _IMAGE_KEYS:
+            found.add(text)
+        elif text.startswith(_SDK_IMAGE_FLAG):
+            found.add(text[len(_SDK_IMAGE_FLAG):])
+        return text
+
+    _map_strings(dict(job), visit)
+    return found
 
 
 def kubeflow_package(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -441,15 +659,119 @@ def kubeflow_package(job: Mapping[str, Any]) -> dict[str, Any]:
 
     Kubeflow Pipelines takes a bare spec rather than a job, so each runtime
     parameter's default moves from the job's runtime config into the spec's root
-    inputs, where a run started without values finds it.
+    inputs, where a run started without values finds it, and the job's pipeline root
+    becomes the spec's ``defaultPipelineRoot``, so that a run writes there rather than
+    to the cluster's default bucket.
     """
     spec = json.loads(json.dumps(job["pipelineSpec"]))
-    values = job.get("runtimeConfig", {}).get("parameterValues", {})
+    runtime = job.get("runtimeConfig", {})
+    values = runtime.get("parameterValues", {})
     parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
     for name, definition in parameters.items():
         if name in values:
             definition["defaultValue"] = values[name]
+    spec["defaultPipelineRoot"] = runtime["gcsOutputDirectory"]
     return spec
+
+
+# --- Tags to digests, through the registry's HTTP API -------------------------------
+
+# Media types a manifest may have; the digest of a multi-platform image is its index's.
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+)
+_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class RegistryError(ValueError):
+    """The registry could not say which digest a tag names; the message says why."""
+
+
+def _google_registry(host: str) -> bool:
+    return host.endswith(".pkg.dev") or host == "gcr.io" or host.endswith(".gcr.io")
+
+
+def split_image(image: str) -> tuple[str, str, str]:
+    """(registry host, repository path, tag) of an image reference; the tag defaults to latest."""
+    repository = image_repository(image)
+    name = image.split("@", 1)[0]
+    tag = name[len(repository) + 1:] if len(name) > len(repository) else "latest"
+    host, _, path = repository.partition("/")
+    if not path or not ("." in host or ":" in host or host == "localhost"):
+        host, path = "registry-1.docker.io", repository
+        if "/" not in path:
+            path = f"library/{path}"
+    elif host == "docker.io":
+        host = "registry-1.docker.io"
+    return host, path, tag
+
+
+def resolve_image(image: str, timeout_s: float = 30.0) -> str:
+    """``image`` by digest (``host/path/name@sha256:...``), asking its registry for the tag.
+
+    One ``HEAD /v2/<path>/manifests/<tag>`` (Docker Registry HTTP API v2) reads the
+    ``Docker-Content-Digest`` header. Artifact Registry (``*.pkg.dev``) and Container
+    Registry (``gcr.io``) are asked with the Application Default Credentials; other
+    registries anonymously. An image that already has a digest is returned as it is.
+
+    Raises:
+        RegistryError: no credentials, no such tag, access refused, or no digest.
+    """
+    if has_digest(image):
+        return image
+    import requests
+
+    host, path, tag = split_image(image)
+    if _google_registry(host):
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.auth.transport.requests import AuthorizedSession
+
+        try:
+            credentials, _ = google.auth.default(scopes=[_CLOUD_PLATFORM_SCOPE])
+        except DefaultCredentialsError as exc:
+            raise RegistryError(
+                f"no Google credentials to ask {host} for {image} ({exc}); run `gcloud "
+                "auth application-default login`"
+            ) from None
+        session = AuthorizedSession(credentials)
+    else:
+        session = requests.Session()
+    from google.auth.exceptions import GoogleAuthError
+
+    url = f"https://{host}/v2/{path}/manifests/{tag}"
+    try:
+        response = session.head(
+            url, headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}, timeout=timeout_s,
+            allow_redirects=True,
+        )
+    except requests.RequestException as exc:
+        raise RegistryError(f"cannot reach {host} for {image}: {exc}") from None
+    except GoogleAuthError as exc:
+        raise RegistryError(
+            f"cannot sign in to {host} for {image} ({exc}); run `gcloud auth "
+            "application-default login`"
+        ) from None
+    if response.status_code in (401, 403):
+        raise RegistryError(
+            f"{host} refused to say what {image} is (HTTP {response.status_code}); the "
+            "account of `gcloud auth application-default login` needs Artifact Registry "
+            "Reader on the repository"
+        )
+    if response.status_code == 404:
+        raise RegistryError(f"{host} has no tag {tag!r} of {path} (HTTP 404); push it first")
+    if response.status_code >= 400:
+        raise RegistryError(f"{host} answered HTTP {response.status_code} for {url}")
+    digest = response.headers.get("Docker-Content-Digest", "")
+    if not _DIGEST.match(digest):
+        raise RegistryError(
+            f"{host} gave no sha256 Docker-Content-Digest for {image} (got {digest!r})"
+        )
+    return f"{image_repository(image)}@{digest}"
 
 
 def main() -> None:
@@ -457,9 +779,9 @@ def main() -> None:
     path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
     try:
         settings = load_settings(path)
+        compile_pipeline(settings, DEFAULT_OUTPUT, source=str(path))
     except SettingsError as exc:
         sys.exit(f"marco: {exc}")
-    compile_pipeline(settings, DEFAULT_OUTPUT)
 
 
 if __name__ == "__main__":

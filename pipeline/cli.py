@@ -16,6 +16,7 @@ from pipeline.commands import run as run_commands
 from pipeline.commands import schema as schema_commands
 from pipeline.commands import score as score_commands
 from pipeline.commands import sources as sources_commands
+from pipeline.commands import submit as submit_commands
 from pipeline.commands import synth as synth_commands
 
 
@@ -26,6 +27,7 @@ def main() -> None:
 
 
 main.add_command(compile_commands.compile_command)
+main.add_command(submit_commands.submit_command)
 main.add_command(demo_commands.demo)
 main.add_command(report_commands.report)
 main.add_command(run_commands.run)

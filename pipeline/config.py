@@ -2,7 +2,9 @@
 
 Runners and the command line build a :class:`PipelineConfig` (from a preset plus
 paths) and hand it to :func:`pipeline.pipeline.create_pipeline`; nothing in the
-graph builder reads flags or the environment.
+graph builder reads flags or the environment. :data:`PRESETS` is the one table of
+presets; this module loads without TensorFlow, so the command line can offer
+:data:`PRESET_NAMES` before any work starts.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from components.names import DEFAULT_EVAL_PERCENT, require_data_source
 from components.trainer import config as training
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ PRESETS: Mapping[str, Preset] = {
     "paper": Preset("paper", training.PAPER, train_steps=1_700_000, eval_steps=None,
                     accuracy_floor=0.9),
 }
+PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +88,7 @@ class PipelineConfig:
             rerun after a crash resumes rather than restarts.
         serving_dir: where the Pusher writes blessed models, one numbered version
             folder each (TF Serving's layout); default ``<pipeline_root>/serving``.
-        change_tolerance: how much less accurate than the last blessed model a new
+        change_tolerance: how much less accurate than the served model a new
             model may be and still be blessed.
         beam_pipeline_args: where Beam work runs (DirectRunner, Dataflow, ...).
         enable_cache: reuse results of unchanged components.
@@ -105,7 +109,7 @@ class PipelineConfig:
     marco_shards: str | RuntimeParameter | None = None
     catalogue_dir: str | None = None
     schema_file: str | None = None
-    eval_percent: int = 10
+    eval_percent: int = DEFAULT_EVAL_PERCENT
     quarantine_budget: float = 0.01
     backup_dir: str | None = None
     serving_dir: str | None = None
@@ -118,8 +122,7 @@ class PipelineConfig:
     served_version: str | RuntimeParameter | None = None
 
     def __post_init__(self) -> None:
-        if not self.data_dir and not self.marco_shards:
-            raise ValueError("PipelineConfig needs data_dir, marco_shards or both")
+        require_data_source(self.data_dir, self.marco_shards)
 
     @property
     def serving_root(self) -> str:

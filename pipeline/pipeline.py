@@ -74,6 +74,7 @@ def create_pipeline(
         marco_shards=config.marco_shards,
         eval_percent=config.eval_percent,
         quarantine_budget=config.quarantine_budget,
+        input_fingerprint=config.input_fingerprint,
     )
     schema = tfx.components.ImportSchemaGen(schema_file=config.schema_file or str(SCHEMA_FILE))
     statistics = tfx.components.StatisticsGen(
@@ -136,21 +137,21 @@ def create_pipeline(
 
 
 def _evaluate_and_push(config: PipelineConfig, examples, trainer, placement: Placement) -> list:
-    """Resolver of the last blessed model, the TFMA Evaluator and the pusher(s)."""
-    from components.evaluation import eval_config
+    """The served model as baseline, the TFMA Evaluator and the pusher(s)."""
+    from components.baseline.component import ServedModelBaseline
+    from components.evaluation import Evaluator, eval_config
+    from components.pusher import Pusher
 
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    baseline = ServedModelBaseline(config.serving_root, served_version=config.served_version)
+    # Read the serving folder once the candidate exists, just before it is evaluated.
+    baseline.add_upstream_node(trainer)
+    evaluator = Evaluator(
         examples=examples.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline.outputs["model"],
         eval_config=eval_config(config.preset.accuracy_floor, config.change_tolerance),
     )
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -106,3 +106,131 @@ def latest_outcome(run_dir: str | Path) -> RunOutcome:
     if pushed and "pushed_destination" in push.custom_properties:
         pushed_to = push.custom_properties["pushed_destination"].string_value
     return RunOutcome(evaluation.uri, blessed, pushed, pushed_to, _model_of(store, evaluation))
+
+
+# --- A Kubeflow V2 / Vertex AI pipeline root, without ML Metadata -------------------
+#
+# Vertex AI Pipelines (and tests/kfp_harness.py, which lays runs out the same way)
+# writes each task's outputs under
+#   <pipeline_root>/<project number>/<pipeline job name>/<Task>_<task id>/<output key>
+# beside the task's executor_output.json, written when the task has succeeded.
+
+EXECUTOR_OUTPUT = "executor_output.json"
+EVALUATOR_TASK = "Evaluator"
+PUSHER_TASK = "Pusher"
+TRAINER_TASK = "Trainer"
+BLESSED_FILE = "BLESSED"
+NOT_BLESSED_FILE = "NOT_BLESSED"
+
+
+@dataclasses.dataclass(frozen=True)
+class RootEvaluation:
+    """One finished Evaluator task under a pipeline root."""
+
+    job_name: str
+    task_dir: str
+    finished_ns: int
+
+
+def _task_dirs(job_dir: str, task: str) -> list[str]:
+    from components import filesystem
+
+    return [d for d in filesystem.glob(filesystem.join(job_dir, f"{task}_*"))
+            if filesystem.exists(filesystem.join(d, EXECUTOR_OUTPUT))]
+
+
+def root_evaluations(pipeline_root: str, job_name: str | None = None) -> list[RootEvaluation]:
+    """Finished Evaluator tasks under a pipeline root, oldest first.
+
+    A task counts once its ``executor_output.json`` exists (written when it
+    succeeded), and its time is that file's modification time: object stores keep no
+    folder times, and the evaluation's own files are written while the task runs.
+    """
+    from components import filesystem
+
+    job = job_name or "*"
+    pattern = filesystem.join(pipeline_root, f"*/{job}/{EVALUATOR_TASK}_*/{EXECUTOR_OUTPUT}")
+    found = []
+    for marker in filesystem.glob(pattern):
+        task_dir = filesystem.parent(marker)
+        if not filesystem.isdir(filesystem.join(task_dir, "evaluation")):
+            continue
+        found.append(RootEvaluation(
+            filesystem.name(filesystem.parent(task_dir)), task_dir, filesystem.stat(marker)[1]
+        ))
+    return sorted(found, key=lambda e: (e.finished_ns, e.task_dir))
+
+
+def _output_metadata(task_dir: str, key: str) -> dict:
+    """The first output artifact's metadata in a task's executor_output.json ({} if none)."""
+    import json
+
+    from components import filesystem
+
+    try:
+        output = json.loads(filesystem.read_bytes(filesystem.join(task_dir, EXECUTOR_OUTPUT)))
+        return dict(output["artifacts"][key]["artifacts"][0].get("metadata") or {})
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return {}
+
+
+def root_outcome(pipeline_root: str, job_name: str | None = None) -> RunOutcome:
+    """The newest finished evaluation under a Vertex AI pipeline root, its blessing and push.
+
+    ``job_name`` picks one pipeline job's run (the folder below the project number).
+    The blessing is the Evaluator's ``blessing`` output (a BLESSED or NOT_BLESSED
+    file); the push is the same job's Pusher's ``pushed_model`` (whether it pushed,
+    and where, from its executor_output.json); the model is the same job's Trainer's.
+    """
+    from components import filesystem
+
+    evaluations = root_evaluations(pipeline_root, job_name)
+    if not evaluations:
+        if job_name:
+            jobs = sorted({e.job_name for e in root_evaluations(pipeline_root)})
+            raise RunFolderError(
+                f"{pipeline_root}: no finished Evaluator in pipeline job {job_name!r}"
+                + (f" (jobs with one: {', '.join(jobs)})" if jobs else "")
+            )
+        raise RunFolderError(
+            f"{pipeline_root}: no {METADATA_FILE} and no finished Evaluator in the Vertex AI "
+            f"layout (<root>/<project number>/<job>/{EVALUATOR_TASK}_<id>/evaluation)"
+        )
+    newest = evaluations[-1]
+    job_dir = filesystem.parent(newest.task_dir)
+    blessing = filesystem.join(newest.task_dir, "blessing")
+    blessed = None
+    if filesystem.exists(filesystem.join(blessing, BLESSED_FILE)):
+        blessed = True
+    elif filesystem.exists(filesystem.join(blessing, NOT_BLESSED_FILE)):
+        blessed = False
+    pushed, pushed_to = False, None
+    for pusher in _task_dirs(job_dir, PUSHER_TASK):
+        push = _output_metadata(pusher, "pushed_model")
+        if push.get("pushed"):
+            pushed = True
+            pushed_to = push.get("pushed_destination") or None
+    trainers = _task_dirs(job_dir, TRAINER_TASK)
+    model_uri = filesystem.join(trainers[0], "model") if trainers else None
+    return RunOutcome(
+        filesystem.join(newest.task_dir, "evaluation"), blessed, pushed, pushed_to, model_uri
+    )
+
+
+def outcome(folder: str | Path, job_name: str | None = None) -> RunOutcome:
+    """The latest outcome of a `marco run` folder (ML Metadata) or a pipeline root.
+
+    A folder with ``metadata.sqlite`` is read through its lineage; any other folder
+    (local or gs://) as a Kubeflow V2 / Vertex AI pipeline root.
+    """
+    from components import filesystem
+
+    local = not filesystem.is_remote(str(folder))
+    if local and (Path(folder) / METADATA_FILE).is_file():
+        if job_name:
+            raise RunFolderError(
+                f"{folder}: a `marco run` folder has no pipeline jobs; --job-name is for "
+                "a Vertex AI pipeline root"
+            )
+        return latest_outcome(folder)
+    return root_outcome(str(folder), job_name)

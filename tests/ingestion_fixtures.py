@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from apache_beam.io.tfrecordio import _TFRecordUtil
 from PIL import Image
 
 from components import imagecheck
@@ -187,7 +188,11 @@ def marco_record(
 
 
 def write_shard(path: Path, records: list[bytes], tail: bytes = b"") -> None:
-    path.write_bytes(b"".join(tfexample.frame_tfrecord(r) for r in records) + tail)
+    """A TFRecord file framed by Beam's TFRecord writer (WriteToTFRecord's), then ``tail``."""
+    with path.open("wb") as handle:
+        for record in records:
+            _TFRecordUtil.write_record(handle, record)
+        handle.write(tail)
 
 
 def add_institution(catalogue_dir: Path, code: str = "NEWLAB") -> Path:

@@ -317,7 +317,7 @@ class LocalVertex:
         # The launcher keeps each output's name and type, and takes the executor's
         # metadata (and URI, if it moved the artifact).
         for output_key, listing in produced.get("artifacts", {}).items():
-            for declared, reported in zip(outputs[output_key], listing["artifacts"]):
+            for declared, reported in zip(outputs[output_key], listing["artifacts"], strict=False):
                 declared["metadata"] = reported.get("metadata", {})
                 declared["uri"] = reported.get("uri") or declared["uri"]
         self._remember(key, outputs)

@@ -13,6 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.names import (
+    BYTES_INPUT,
+    PROBABILITIES_OUTPUT,
+    PROBABILITIES_SIGNATURE,
+    SERVING_DEFAULT,
+)
 from tests.trainer_fixtures import drop_image
 
 VERSION = 3
@@ -78,7 +84,8 @@ def direct_probabilities(model_dir: Path, images: list[bytes]) -> np.ndarray:
     import tensorflow as tf
 
     signatures = tf2_loaded(model_dir).signatures
-    return signatures["probabilities"](image_bytes=tf.constant(images))["probabilities"].numpy()
+    outputs = signatures[PROBABILITIES_SIGNATURE](**{BYTES_INPUT: tf.constant(images)})
+    return outputs[PROBABILITIES_OUTPUT].numpy()
 
 
 def direct_serving(model_dir: Path, images: list[bytes]) -> dict[str, np.ndarray]:
@@ -86,7 +93,7 @@ def direct_serving(model_dir: Path, images: list[bytes]) -> dict[str, np.ndarray
     import tensorflow as tf
 
     signatures = tf2_loaded(model_dir).signatures
-    outputs = signatures["serving_default"](image_bytes=tf.constant(images))
+    outputs = signatures[SERVING_DEFAULT](**{BYTES_INPUT: tf.constant(images)})
     return {k: v.numpy() for k, v in outputs.items()}
 
 

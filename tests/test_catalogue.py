@@ -101,3 +101,16 @@ def test_numeric_native_labels_are_read_as_text(catalogue_copy):
     _rewrite(catalogue_copy, "MERCK", lambda d: d["labels"][0].update({"native": 0}))
     catalogue = load_catalogue(catalogue_copy)
     assert catalogue.class_of("MERCK", "0") == 0
+
+
+def test_source_document_reads_back_as_the_same_source():
+    """The catalogue writes its entries (``marco sources add``) as its loader reads them."""
+    from components.catalogue import parse_source, source_document
+
+    for source in load_catalogue():
+        document = source_document(source)
+        assert parse_source(source.file, yaml.safe_load(yaml.safe_dump(document))) == source
+        assert list(document)[:4] == ["code", "name", "imager", "setup"]
+        assert list(document)[-2:] == ["layout", "labels"]
+    merck = load_catalogue().get("MERCK")
+    assert all(isinstance(e["native"], str) for e in source_document(merck)["labels"])

@@ -110,3 +110,34 @@ def test_per_class_precision_and_recall_count_the_highest_score(tmp_path):
         right = confusion[index, index]
         assert overall.recall[name] == pytest.approx(right / confusion[index].sum()), name
         assert overall.precision[name] == pytest.approx(right / confusion[:, index].sum()), name
+
+
+def _baseline(served_version: str | None):
+    from tfx.types import standard_artifacts
+
+    model = standard_artifacts.Model()
+    model.uri = "/baseline"
+    if served_version is not None:
+        model.set_string_custom_property("served_version", served_version)
+    return model
+
+
+@pytest.mark.parametrize(("served_version", "kept"), [("", False), ("1700000000", True)])
+def test_evaluator_drops_an_empty_baseline_before_tfx_evaluates(
+    monkeypatch, served_version, kept
+):
+    """Nothing served: TFX's Evaluator runs without a baseline (no change threshold)."""
+    from tfx.components.evaluator import executor as tfx_evaluator
+
+    from components.evaluation import Evaluator, Executor
+
+    seen = {}
+    monkeypatch.setattr(tfx_evaluator.Executor, "Do",
+                        lambda self, inputs, outputs, properties: seen.update(inputs))
+    baseline = _baseline(served_version)
+    Executor().Do({"examples": [], "model": [], "baseline_model": [baseline]}, {}, {})
+    assert ("baseline_model" in seen) is kept
+    if kept:
+        assert seen["baseline_model"] == [baseline]
+    assert set(seen) >= {"examples", "model"}
+    assert Evaluator.EXECUTOR_SPEC.executor_class is Executor

@@ -123,14 +123,10 @@ def test_example_codec_matches_tensorflow():
         tfexample.decode_example(written[:-3])
 
 
-def test_tfrecord_framing_matches_tensorflow(tmp_path: Path):
+def test_tfrecords_written_by_tensorflow_read_back_and_damage_is_refused(tmp_path: Path):
     import tensorflow as tf
 
     records = [b"first", b"", b"x" * 70_000]
-    ours = tmp_path / "ours.tfrecord"
-    ours.write_bytes(b"".join(tfexample.frame_tfrecord(r) for r in records))
-    assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == records
-
     theirs = tmp_path / "theirs.tfrecord"
     with tf.io.TFRecordWriter(str(theirs)) as writer:
         for record in records:
@@ -138,12 +134,16 @@ def test_tfrecord_framing_matches_tensorflow(tmp_path: Path):
     with theirs.open("rb") as handle:
         assert list(tfexample.read_tfrecords(handle)) == records
 
-    damaged = bytearray(theirs.read_bytes())
-    damaged[20] ^= 0xFF
-    damaged_path = tmp_path / "damaged.tfrecord"
-    damaged_path.write_bytes(bytes(damaged))
-    with damaged_path.open("rb") as handle, pytest.raises(tfexample.TFRecordError):
-        list(tfexample.read_tfrecords(handle))
+    written = theirs.read_bytes()
+    damaged = bytearray(written)
+    damaged[-100] ^= 0xFF  # inside the last record's data
+    for name, content in (("damaged", bytes(damaged)), ("truncated", written[:-10])):
+        (tmp_path / name).write_bytes(content)
+        with (tmp_path / name).open("rb") as handle:
+            read = []
+            with pytest.raises(tfexample.TFRecordError, match="Not a valid TFRecord"):
+                read.extend(tfexample.read_tfrecords(handle))
+        assert read == records[:2], name  # the records before the damage
 
 
 def test_split_is_a_stable_hash_of_the_image_id():
@@ -168,6 +168,7 @@ def test_split_is_a_stable_hash_of_the_image_id():
     assert json.loads(result.stdout) == splits[:300]
 
 
+@pytest.mark.slow
 def test_planted_inputs_are_quarantined_and_good_images_arrive(planted: PlantedSet):
     ids = expected_ids(planted)
     train = sorted(i for i in ids if split_for(i, 10) == TRAIN_SPLIT)
@@ -235,6 +236,24 @@ def test_odd_images_decode_to_rgb_in_tensorflow():
     assert np.abs(pixel.astype(int) - [200, 30, 30]).max() <= 3
 
 
+def test_images_in_other_formats_are_refused_naming_the_stored_formats():
+    """Examples store the bytes as read: a TIFF (or GIF, BMP) is refused, never converted."""
+    from PIL import Image
+
+    from tests.ingestion_fixtures import drop_pixels, encode
+
+    image = Image.fromarray(drop_pixels())
+    for fmt in ("TIFF", "GIF", "BMP"):
+        with pytest.raises(imagecheck.BadImage) as refused:
+            imagecheck.inspect_image(encode(image, fmt))
+        assert refused.value.reason == imagecheck.UNSUPPORTED_FORMAT, fmt
+        assert refused.value.detail.startswith(f"{fmt} is not JPEG or PNG: "), fmt
+        assert "convert the image to PNG" in refused.value.detail
+    for fmt in ("JPEG", "PNG"):
+        assert imagecheck.inspect_image(encode(image, fmt)).format == fmt.lower()
+
+
+@pytest.mark.slow
 def test_artifact_counts_and_quarantine_files(planted: PlantedSet, ingested: str):
     summary = report.read_summary(ingested)
     assert summary.examples == planted.expected_examples
@@ -258,6 +277,7 @@ def test_artifact_counts_and_quarantine_files(planted: PlantedSet, ingested: str
         assert list(Path(ingested, f"Split-{split}").glob("data_tfrecord-*.gz"))
 
 
+@pytest.mark.slow
 def test_examples_carry_the_layout_metadata(planted: PlantedSet, ingested: str):
     import gzip
 
@@ -290,6 +310,7 @@ def test_examples_carry_the_layout_metadata(planted: PlantedSet, ingested: str):
         assert "label" not in example
 
 
+@pytest.mark.slow
 def test_budget_failure_names_reasons_and_paths(planted: PlantedSet, ingested: str):
     summary = report.read_summary(ingested)
     with pytest.raises(report.QuarantineBudgetExceeded) as raised:

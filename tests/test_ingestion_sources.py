@@ -97,6 +97,7 @@ def shard_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_marco_shards_are_read_as_published(shard_dir: Path):
     catalogue = load_catalogue()
     summary = json.loads((shard_dir / "synth.json").read_text())
@@ -140,6 +141,7 @@ def test_marco_shards_are_read_as_published(shard_dir: Path):
         )
 
 
+@pytest.mark.slow
 def test_shards_and_folders_give_the_same_examples(tmp_path: Path):
     """The two sources of one data set agree on institutions, labels and bytes."""
     catalogue = load_catalogue()
@@ -161,6 +163,7 @@ def test_shards_and_folders_give_the_same_examples(tmp_path: Path):
     assert results["folders"].examples == 25
 
 
+@pytest.mark.slow
 def test_real_drops_through_a_csv_manifest(real_drops: Path, tmp_path: Path):
     """The real GSK photographs: eleven arrive as read, the unlabelled one is reported."""
     gsk = yaml.safe_load((Path(load_catalogue().get("GSK").file)).read_text())

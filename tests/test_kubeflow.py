@@ -1,7 +1,9 @@
-"""Kubeflow V2 / Vertex AI: the compiled spec of the same graph, settings checks, the image.
+"""Kubeflow V2 / Vertex AI: the compiled spec of the same graph, settings checks, the image,
+and reports read from a pipeline root.
 
 One compile (through ``marco compile``, with flags over a settings file) is shared by
-the spec tests; they read the JSON the command wrote, as Vertex AI would.
+the spec tests; they read the JSON the command wrote, as Vertex AI would. Registry
+calls are answered by a fake HTTP transport; nothing reaches Google Cloud.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from kubeflow.runner import (
     CONTAINER_PROJECT_DIR,
     CONTAINER_SCHEMA_FILE,
     DATA_DIR_PARAMETER,
+    DIRECT_BEAM_ARGS,
+    INPUT_FINGERPRINT_PARAMETER,
     MARCO_SHARDS_PARAMETER,
+    SERVED_VERSION_PARAMETER,
     TRAIN_ARGS_PARAMETER,
     SettingsError,
     parse_settings,
@@ -51,7 +56,10 @@ FLAGS = [
 ]
 REPLICAS = 4 * 2
 BEAM_COMPONENTS = ("ImageExampleGen", "StatisticsGen", "Transform", "Evaluator")
-RESOLVER = "latest_blessed_model_resolver"
+BASELINE = "ServedModelBaseline"
+# The example's image as a tag, and its digest.
+TAG = IMAGE.split("@")[0] + ":v1"
+DIGEST = IMAGE.split("@")[1]
 VERTEX_TRAINER = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
 VERTEX_PUSHER = "tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor"
 
@@ -105,8 +113,8 @@ def test_every_component_is_there_with_its_dependencies(compiled):
     tasks = _tasks(job)
     assert set(tasks) == {
         "ImageExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-        "AnomalyGate", "Transform", "Trainer", f"{RESOLVER}-model-blessing-resolver",
-        f"{RESOLVER}-model-resolver", "Evaluator", "Pusher", "EndpointPusher",
+        "AnomalyGate", "Transform", "Trainer", BASELINE, "Evaluator", "Pusher",
+        "EndpointPusher",
     }
     # Nothing downstream of validation runs on data with anomalies.
     assert "AnomalyGate" in tasks["Transform"]["dependentTasks"]
@@ -115,12 +123,9 @@ def test_every_component_is_there_with_its_dependencies(compiled):
     assert _producer(job, "Transform", "examples") == "ImageExampleGen"
     assert _producer(job, "Trainer", "examples") == "Transform"
     assert _producer(job, "Trainer", "transform_graph") == "Transform"
-    # The Evaluator compares the new model with the last blessed one.
+    # The Evaluator compares the new model with the served one.
     assert _producer(job, "Evaluator", "model") == "Trainer"
-    assert _producer(job, "Evaluator", "baseline_model") == f"{RESOLVER}-model-resolver"
-    assert _producer(job, f"{RESOLVER}-model-resolver", "input") == (
-        f"{RESOLVER}-model-blessing-resolver"
-    )
+    assert _producer(job, "Evaluator", "baseline_model") == BASELINE
     # Both pushers push the trained model, and only with the Evaluator's blessing.
     for pusher in ("Pusher", "EndpointPusher"):
         assert _producer(job, pusher, "model") == "Trainer"
@@ -133,8 +138,8 @@ def test_every_component_is_there_with_its_dependencies(compiled):
 def test_every_container_runs_the_configured_image(compiled):
     executors = compiled["job"]["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = {name: e["container"] for name, e in executors.items() if "container" in e}
-    # Everything but the two resolver queries runs in a container.
-    assert len(containers) == len(executors) - 2 == 10
+    # Every task runs in a container (no resolver queries).
+    assert len(containers) == len(executors) == len(_tasks(compiled["job"])) == 11
     assert {c["image"] for c in containers.values()} == {IMAGE}
     # Files the containers read are paths inside the image, not on this machine.
     assert _constant(compiled["job"], "ImportSchemaGen", "schema_file") == CONTAINER_SCHEMA_FILE
@@ -228,14 +233,19 @@ def test_runtime_parameters_have_defaults_and_reach_their_components(compiled):
     declared = job["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
     assert declared == {
         name: {"parameterType": "STRING"}
-        for name in (DATA_DIR_PARAMETER, MARCO_SHARDS_PARAMETER, TRAIN_ARGS_PARAMETER)
+        for name in (DATA_DIR_PARAMETER, MARCO_SHARDS_PARAMETER, TRAIN_ARGS_PARAMETER,
+                     INPUT_FINGERPRINT_PARAMETER, SERVED_VERSION_PARAMETER)
     }
     values = job["runtimeConfig"]["parameterValues"]
     assert values[DATA_DIR_PARAMETER] == EXAMPLE["data_dir"]
     assert values[MARCO_SHARDS_PARAMETER] == FILE_SETTINGS["marco_shards"]
+    # Computed when a run is submitted (kubeflow.submit); empty in the compiled job.
+    assert values[INPUT_FINGERPRINT_PARAMETER] == values[SERVED_VERSION_PARAMETER] == ""
     wiring = {
         ("ImageExampleGen", "data_dir"): DATA_DIR_PARAMETER,
         ("ImageExampleGen", "marco_shards"): MARCO_SHARDS_PARAMETER,
+        ("ImageExampleGen", "input_fingerprint"): INPUT_FINGERPRINT_PARAMETER,
+        (BASELINE, "served_version"): SERVED_VERSION_PARAMETER,
         ("Trainer", "train_args"): TRAIN_ARGS_PARAMETER,
     }
     for (task, name), parameter in wiring.items():
@@ -247,6 +257,9 @@ def test_runtime_parameters_have_defaults_and_reach_their_components(compiled):
 
 
 def test_kubeflow_package_is_the_bare_spec_with_parameter_defaults(compiled):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
     package, job = compiled["package"], compiled["job"]
     assert package["schemaVersion"] == "2.1.0"
     assert package["root"]["dag"] == job["pipelineSpec"]["root"]["dag"]
@@ -254,6 +267,10 @@ def test_kubeflow_package_is_the_bare_spec_with_parameter_defaults(compiled):
     assert {n: p["defaultValue"] for n, p in parameters.items()} == (
         job["runtimeConfig"]["parameterValues"]
     )
+    # An explicit pipeline root, read by KFP as the spec's default_pipeline_root: a run
+    # writes to the settings' bucket, not to the cluster's default one.
+    spec = json_format.ParseDict(package, pipeline_spec_pb2.PipelineSpec())
+    assert spec.default_pipeline_root == ROOT
 
 
 def test_cpu_only_single_machine_without_endpoint():
@@ -274,18 +291,50 @@ def test_cpu_only_single_machine_without_endpoint():
     assert "Pusher" in ids and "EndpointPusher" not in ids
 
 
+def test_direct_runner_runs_beam_in_the_task_and_takes_local_paths(tmp_path):
+    """For executing the compiled spec on one machine: no Dataflow, local folders."""
+    from kubeflow.runner import build
+
+    local = {"pipeline_root": str(tmp_path / "root"), "data_dir": str(tmp_path / "data"),
+             "marco_shards": str(tmp_path / "shards" / "*.tfrecord"),
+             "serving_dir": str(tmp_path / "serving"),
+             "catalogue_dir": str(tmp_path / "sources")}
+    settings = parse_settings({**EXAMPLE, **local, "beam_runner": "DirectRunner"})
+    assert settings.beam_args() == DIRECT_BEAM_ARGS
+    assert settings.serving_root == local["serving_dir"]
+    pipeline = build(settings)
+    assert pipeline.beam_pipeline_args == list(DIRECT_BEAM_ARGS)
+    components = {component.id: component for component in pipeline.components}
+    ingestion = components["ImageExampleGen"].exec_properties
+    assert ingestion["catalogue_dir"] == local["catalogue_dir"]
+    transform = json.loads(components["Transform"].exec_properties["custom_config"])
+    assert transform["catalogue_dir"] == local["catalogue_dir"]
+    # The default stays Dataflow, which needs gs:// paths.
+    assert parse_settings(EXAMPLE).beam_args()[0] == "--runner=DataflowRunner"
+    for name, value in local.items():
+        if name == "catalogue_dir":
+            continue  # read inside the image, or on the submitting machine
+        with pytest.raises(SettingsError, match=f"^settings: {name}: must be a gs:// path "
+                                                 "with beam_runner DataflowRunner"):
+            parse_settings({**EXAMPLE, name: value})
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
         ({"project": None}, "project"),
         ({"project": "My Project"}, "project"),
         ({"region": "europe west"}, "region"),
-        ({"pipeline_root": "/local/root"}, "pipeline_root"),
+        ({"pipeline_root": "local/root"}, "pipeline_root"),
         ({"pipeline_root": "gs://"}, "pipeline_root"),
+        ({"pipeline_root": "/local/root"}, "pipeline_root"),  # with Dataflow
+        ({"beam_runner": "SparkRunner"}, "beam_runner"),
+        ({"beam_runner": "DirectRunner", "data_dir": "data"}, "data_dir"),
+        ({"catalogue_dir": "schemas/sources"}, "catalogue_dir"),
         ({"image": None}, "image"),
         ({"data_dir": None}, "data_dir"),
         ({"data_dir": "s3://bucket/data"}, "data_dir"),
-        ({"serving_dir": "/srv/models"}, "serving_dir"),
+        ({"serving_dir": "srv/models"}, "serving_dir"),
         ({"preset": "huge"}, "preset"),
         ({"dataflow_max_workers": 0}, "dataflow_max_workers"),
         ({"accelerator_type": "NVIDIA_TESLA_K9"}, "accelerator_type"),
@@ -337,7 +386,7 @@ def test_compile_flags_are_checked_like_the_file(tmp_path):
     for flags, field in [
         (["--accelerator-type", "NVIDIA_TESLA_K9"], "accelerator_type"),
         (["--training-workers", "0"], "training_workers"),
-        (["--pipeline-root", "/tmp/root"], "pipeline_root"),
+        (["--pipeline-root", "tmp/root"], "pipeline_root"),
     ]:
         result = CliRunner().invoke(
             marco, ["compile", "--config", str(settings), "--out", str(out), *flags]
@@ -382,6 +431,187 @@ def test_tfx_cli_compiles_the_runner(tmp_path):
     assert json.loads(job["runtimeConfig"]["parameterValues"][TRAIN_ARGS_PARAMETER]) == {
         "num_steps": 1_700_000 // (EXAMPLE["training_workers"] * EXAMPLE["accelerator_count"])
     }
+
+
+# --- One immutable image -------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(monkeypatch) -> list:
+    """A fake registry behind the HTTP transport: the example's tag names its digest.
+
+    Artifact Registry answers only requests that carry the (fake) Application Default
+    Credentials' token (others get 403, permission denied). Returns the requests made.
+    """
+    from urllib.parse import urlsplit
+
+    import google.auth
+    import requests
+    from google.oauth2.credentials import Credentials
+
+    host, _, path = TAG.partition("/")
+    manifests = {f"/v2/{path.rsplit(':', 1)[0]}/manifests/v1": DIGEST,
+                 "/v2/library/python/manifests/3.10": "sha256:" + "b" * 64}
+    calls = []
+
+    def send(adapter, request, **kwargs):
+        calls.append(request)
+        url = urlsplit(request.url)
+        response = requests.Response()
+        response.request, response.url, response._content = request, request.url, b""
+        if url.hostname == host and request.headers.get("Authorization") != "Bearer adc-token":
+            response.status_code = 403
+        elif url.path in manifests:
+            response.status_code = 200
+            response.headers["Docker-Content-Digest"] = manifests[url.path]
+        else:
+            response.status_code = 404
+        return response
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    monkeypatch.setattr(google.auth, "default",
+                        lambda scopes=None, **_: (Credentials(token="adc-token"), "my-gcp-project"))
+    return calls
+
+
+def test_resolve_image_reads_the_tags_digest_from_the_registry(registry, monkeypatch):
+    import google.auth
+
+    from kubeflow.runner import MANIFEST_MEDIA_TYPES, RegistryError, resolve_image
+
+    assert resolve_image(TAG) == IMAGE
+    [request] = registry
+    assert request.method == "HEAD"
+    host, _, path = TAG.partition("/")
+    assert request.url == f"https://{host}/v2/{path.replace(':v1', '')}/manifests/v1"
+    accepted = [t.strip() for t in request.headers["Accept"].split(",")]
+    assert accepted[:3] == [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ] and set(accepted) == set(MANIFEST_MEDIA_TYPES)
+    assert request.headers["Authorization"] == "Bearer adc-token"
+    # Already by digest: no request.
+    assert resolve_image(IMAGE) == IMAGE and len(registry) == 1
+    with pytest.raises(RegistryError, match="no tag 'v2'"):
+        resolve_image(TAG.replace(":v1", ":v2"))
+    # Other registries are asked anonymously, without Google credentials.
+    monkeypatch.setattr(google.auth, "default", lambda **_: pytest.fail("credentials asked"))
+    assert resolve_image("python:3.10") == "python@sha256:" + "b" * 64
+    assert registry[-1].url == "https://registry-1.docker.io/v2/library/python/manifests/3.10"
+    assert "Authorization" not in registry[-1].headers
+
+
+def test_resolve_image_explains_refusals(registry, monkeypatch):
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.oauth2.credentials import Credentials
+
+    from kubeflow.runner import RegistryError, resolve_image
+
+    monkeypatch.setattr(google.auth, "default",
+                        lambda **_: (Credentials(token="someone-else"), None))
+    with pytest.raises(RegistryError, match=r"refused .*HTTP 403.*Artifact Registry Reader"):
+        resolve_image(TAG)
+
+    def no_credentials(**_):
+        raise DefaultCredentialsError("none found")
+
+    monkeypatch.setattr(google.auth, "default", no_credentials)
+    with pytest.raises(RegistryError, match="application-default login"):
+        resolve_image(TAG)
+
+
+def test_compile_refuses_a_tag_and_resolves_it_when_asked(tmp_path, registry):
+    from kubeflow.runner import job_images
+
+    settings = _write_settings(tmp_path, {**EXAMPLE, "image": TAG})
+    out = tmp_path / "job.json"
+    result = CliRunner().invoke(marco, ["compile", "--config", str(settings), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"settings.yaml: image: '{TAG}' names no digest" in result.output
+    assert "gcloud artifacts docker images describe" in result.output
+    assert "--resolve-image" in result.output
+    assert not out.exists() and not registry
+    result = CliRunner().invoke(
+        marco, ["compile", "--config", str(settings), "--out", str(out), "--resolve-image"])
+    assert result.exit_code == 0, result.output
+    assert f"image {TAG} is {IMAGE}" in result.output
+    assert job_images(json.loads(out.read_text())) == {IMAGE}
+
+
+def _trainer_images(job: dict) -> list[str]:
+    config = json.loads(_constant(job, "Trainer", "custom_config"))
+    pools = config["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
+    return [pool["container_spec"]["image_uri"] for pool in pools]
+
+
+def _dataflow_images(job: dict) -> set[str]:
+    flag = "--sdk_container_image="
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"].values()
+    return {arg[len(flag):] for e in executors for arg in e["container"]["args"]
+            if arg.startswith(flag)}
+
+
+def test_tfx_cli_built_image_runs_everywhere_in_the_job(tmp_path, monkeypatch):
+    """`tfx pipeline create --build-image`: the pushed digest, not the tag, in every place.
+
+    TFX's own patcher runs kubeflow/runner.py as the CLI does; the image build is
+    replaced by a function that answers the pushed digest, as TFX's builder does.
+    """
+    import runpy
+
+    from tfx.tools.cli.handler.kubeflow_v2_dag_runner_patcher import (
+        KubeflowV2DagRunnerPatcher,
+    )
+
+    settings = _write_settings(tmp_path, {**FILE_SETTINGS, "image": TAG, "training_workers": 2})
+    monkeypatch.setenv("MARCO_KUBEFLOW_CONFIG", str(settings))
+    built = []
+
+    def build_image(target: str) -> str:
+        built.append(target)
+        return f"{target.rsplit(':', 1)[0]}@{DIGEST}"
+
+    home = tmp_path / "tfx-home"
+    patcher = KubeflowV2DagRunnerPatcher(
+        call_real_run=True, build_image_fn=build_image,
+        prepare_dir_fn=lambda name: str(home / name))
+    with patcher.patch() as context:
+        runpy.run_path(str(REPO / "kubeflow" / "runner.py"), run_name="__main__")
+    assert built == [TAG]
+    written = Path(context[patcher.OUTPUT_FILE_PATH])
+    assert written == home / "marco" / "pipeline.json"
+    job = json.loads(written.read_text())
+    executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
+    assert _trainer_images(job) == [IMAGE, IMAGE]
+    assert _dataflow_images(job) == {IMAGE}
+    assert TAG not in written.read_text()
+
+    # Without --build-image a tag is refused, and nothing is written.
+    monkeypatch.chdir(tmp_path)
+    with KubeflowV2DagRunnerPatcher(call_real_run=True).patch(), \
+            pytest.raises(SystemExit) as refused:
+        runpy.run_path(str(REPO / "kubeflow" / "runner.py"), run_name="__main__")
+    assert f"settings.yaml: image: '{TAG}' names no digest" in str(refused.value.code)
+    assert not (tmp_path / "marco_pipeline.json").exists()
+
+
+def test_replace_image_changes_only_that_image():
+    from kubeflow.runner import job_images, replace_image
+
+    other = TAG.replace(":v1", ":v10")
+    job = {"a": {"image": TAG}, "b": ["--sdk_container_image=" + TAG, "--x=" + other],
+           "c": json.dumps({"container_spec": {"image_uri": TAG}, "keep": other}),
+           "d": "{not json " + TAG}
+    replaced = replace_image(job, TAG, IMAGE)
+    assert replaced["a"] == {"image": IMAGE}
+    assert replaced["b"] == ["--sdk_container_image=" + IMAGE, "--x=" + other]
+    assert json.loads(replaced["c"]) == {"container_spec": {"image_uri": IMAGE}, "keep": other}
+    assert replaced["d"] == job["d"]
+    assert job_images(replaced) == {IMAGE}
+    assert job_images(job) == {TAG}
 
 
 # --- The container -------------------------------------------------------------------
@@ -516,3 +746,106 @@ def test_non_chief_replicas_wait_for_the_chief_export(tmp_path):
     assert target.is_dir() and time.monotonic() - started >= 0.25
     with pytest.raises(TimeoutError, match="absent"):
         wait_for_chief_export(str(tmp_path / "absent"), timeout_s=0.1, poll_s=0.02)
+
+
+# --- Reports from a pipeline root (no ML Metadata) ------------------------------------
+
+PROJECT_NUMBER = "123456789012"
+
+
+@pytest.fixture(scope="module")
+def tfma_evaluation(tmp_path_factory) -> Path:
+    """A real TFMA evaluation folder, of stored predictions (as tests/test_evaluation.py)."""
+    import tensorflow as tf
+    import tensorflow_model_analysis as tfma
+
+    from components.evaluation import eval_config
+    from tests.test_evaluation import _example, _predictions_only
+
+    folder = tmp_path_factory.mktemp("tfma")
+    examples = folder / "examples.tfrecord"
+    with tf.io.TFRecordWriter(str(examples)) as writer:
+        for i in range(24):
+            label = i % 4
+            writer.write(_example(label, label if i % 6 else (label + 1) % 4,
+                                  "BIG" if i < 16 else "SMALL"))
+    tfma.run_model_analysis(
+        eval_shared_model=None, eval_config=_predictions_only(eval_config(0.5)),
+        data_location=str(examples), output_path=str(folder / "evaluation"),
+    )
+    return folder / "evaluation"
+
+
+def _task(job_dir: Path, task: str, outputs: dict, finished: float | None) -> Path:
+    """A task folder as Vertex AI leaves it; ``finished`` None: still running."""
+    folder = job_dir / task
+    folder.mkdir(parents=True)
+    artifacts = {}
+    for key, (content, metadata) in outputs.items():
+        if isinstance(content, Path):
+            shutil.copytree(content, folder / key)
+        else:
+            (folder / key).mkdir()
+            for name in content:
+                (folder / key / name).write_text("")
+        artifacts[key] = {"artifacts": [{"uri": str(folder / key), "metadata": metadata}]}
+    if finished is not None:
+        marker = folder / "executor_output.json"
+        marker.write_text(json.dumps({"artifacts": artifacts}))
+        os.utime(marker, (finished, finished))
+    return folder
+
+
+@pytest.fixture
+def vertex_root(tmp_path, tfma_evaluation) -> Path:
+    """Two finished runs (the newer one's job name sorts first) and one still evaluating."""
+    root = tmp_path / "root"
+    runs = root / PROJECT_NUMBER
+    now = time.time()
+    for job, finished, blessed, pushed in [("marco-b", now - 3600, False, None),
+                                           ("marco-a", now - 60, True, "/srv/serving/17")]:
+        _task(runs / job, "Trainer_1", {"model": ([], {})}, finished - 600)
+        _task(runs / job, "Evaluator_2", {
+            "evaluation": (tfma_evaluation, {}),
+            "blessing": (["BLESSED" if blessed else "NOT_BLESSED"], {"blessed": float(blessed)}),
+        }, finished)
+        push = {"pushed": 1.0, "pushed_destination": pushed} if pushed else {"pushed": 0.0}
+        _task(runs / job, "Pusher_3", {"pushed_model": ([], push)}, finished + 30)
+    _task(runs / "marco-c", "Evaluator_2", {"evaluation": (tfma_evaluation, {})}, None)
+    return root
+
+
+@pytest.mark.slow
+def test_report_of_a_pipeline_root_reads_the_newest_finished_evaluation(vertex_root, tmp_path):
+    from pipeline.runs import root_outcome
+
+    runs = vertex_root / PROJECT_NUMBER
+    newest = root_outcome(str(vertex_root))
+    assert newest.evaluation_uri == str(runs / "marco-a" / "Evaluator_2" / "evaluation")
+    assert (newest.blessed, newest.pushed, newest.pushed_to) == (True, True, "/srv/serving/17")
+    assert newest.model_uri == str(runs / "marco-a" / "Trainer_1" / "model")
+    older = root_outcome(str(vertex_root), "marco-b")
+    assert (older.blessed, older.pushed, older.pushed_to) == (False, False, None)
+
+    result = CliRunner().invoke(marco, ["report", str(vertex_root), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert saved["evaluation"] == newest.evaluation_uri
+    assert saved["context"]["pushed_to"] == "/srv/serving/17"
+    assert saved["examples"] == 24 and set(saved["institutions"]) == {"BIG", "SMALL"}
+    assert "pushed to /srv/serving/17" in result.output
+
+    result = CliRunner().invoke(
+        marco, ["report", str(vertex_root), "--job-name", "marco-b"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((vertex_root / "report" / "report.json").read_text())
+    assert saved["evaluation"] == older.evaluation_uri
+    assert saved["context"]["pushed_to"] is None
+
+    result = CliRunner().invoke(marco, ["report", str(vertex_root), "--job-name", "marco-c"])
+    assert result.exit_code == 1
+    assert "no finished Evaluator in pipeline job 'marco-c'" in result.output
+    assert "marco-a, marco-b" in result.output
+    result = CliRunner().invoke(marco, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "no metadata.sqlite and no finished Evaluator" in (
+        result.output)

@@ -276,6 +276,7 @@ def test_depth_applies_cap_then_width_multiplier_and_floor() -> None:
     assert TINY.depth("Mixed_6e/Branch_2/Conv2d_0a_1x1", 192) == 24
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [TINY, DEMO], ids=["tiny", "demo"])
 def test_small_presets_run_forward(config: ModelConfig) -> None:
     model = inception.build_model(config)
@@ -288,6 +289,7 @@ def test_small_presets_run_forward(config: ModelConfig) -> None:
     assert ("Conv2d_0a_3x3" in points) == config.stem_conv
 
 
+@pytest.mark.slow
 def test_every_trainable_variable_gets_a_gradient() -> None:
     """One training step reaches every layer: nothing is cut off from the loss."""
     model = inception.build_model(TINY)
@@ -318,6 +320,7 @@ def test_weight_decay_matches_slims_l2_loss() -> None:
     assert float(tf.add_n(model.losses)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_savedmodel_round_trip_keeps_outputs(tmp_path) -> None:
     model = inception.build_model(TINY)
     images = tf.random.uniform((3, TINY.input_size, TINY.input_size, 3), -1.0, 1.0)
@@ -354,3 +357,19 @@ def test_presets_are_read_only() -> None:
         PAPER.input_size = 299  # type: ignore[misc]
     with pytest.raises(TypeError):
         PAPER.depth_caps["Mixed_6b"] = 1  # type: ignore[index]
+
+
+def test_presets_load_without_tensorflow() -> None:
+    """The command line lists the presets before any work starts, without TensorFlow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipeline.config import PRESET_NAMES, PRESETS; "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
+        "print(','.join(PRESET_NAMES), "
+        "*(PRESETS[n].training.model_config.input_size for n in PRESET_NAMES))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tiny,demo,paper", "75", "195", "599"]

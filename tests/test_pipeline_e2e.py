@@ -1,8 +1,10 @@
 """The whole pipeline on LocalDagRunner, as `marco run` drives it.
 
 One run folder goes through the life of a real deployment: a run killed during
-training and run again (it resumes), a rerun with nothing changed (cached), and a
-worse model (trained for zero steps) that must not be blessed or pushed.
+training and run again (it resumes; nothing is served yet, so there is no baseline),
+a rerun with nothing changed (cached; evaluated against the served model, which it
+is, so nothing new is pushed), and a worse model (trained for zero steps) that must
+not be blessed or pushed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tests.trainer_fixtures import drop_image
 
 TRAIN_STEPS = 150
 NODES = ("ImageExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-         "AnomalyGate", "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator",
+         "AnomalyGate", "Transform", "Trainer", "ServedModelBaseline", "Evaluator",
          "Pusher")
 
 
@@ -84,6 +86,24 @@ def _executions(out: Path) -> dict[str, list]:
     return result
 
 
+def _latest_io(out: Path, node: str, key: str, event_type: str):
+    """The artifact under ``key`` that the node's latest execution read or wrote."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.types import artifact_utils
+
+    from pipeline.local import metadata_config
+
+    store = metadata_store.MetadataStore(metadata_config(out))
+    execution = _executions(out)[node][-1]
+    wanted = getattr(metadata_store_pb2.Event, event_type)
+    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+           if e.type == wanted and e.path.steps[0].key == key]
+    [artifact] = store.get_artifacts_by_id(ids)
+    [artifact_type] = store.get_artifact_types_by_id([artifact.type_id])
+    return artifact_utils.deserialize_artifact(artifact_type, artifact)
+
+
 def _kill_during_training(data: Path, out: Path) -> None:
     """Starts `marco run` and kills it once the Trainer has written a checkpoint."""
     backup = out / "trainer-backup"
@@ -130,11 +150,23 @@ def _example_proto(image: bytes, institution: str, native: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def _check_served_model(version_dir: Path, real_drops: Path) -> None:
+def _probe_images() -> list[bytes]:
+    """Three real MARCO photographs where they are kept, else three generated drops:
+    the checks below need encoded images of any content, not these in particular."""
+    from tests.conftest import REAL_DROPS
+
+    real = sorted(REAL_DROPS.glob("*.jpeg"))[:3]
+    if len(real) == 3:
+        return [p.read_bytes() for p in real]
+    rng = np.random.default_rng(3)
+    return [drop_image(label, rng) for label in (0, 1, 3)]
+
+
+def _check_served_model(version_dir: Path) -> None:
     model = tf.saved_model.load(str(version_dir))
     assert {"serving_default", "probabilities", "serving_examples",
             "transform_features"} <= set(model.signatures)
-    images = [p.read_bytes() for p in sorted(real_drops.glob("*.jpeg"))[:3]]
+    images = _probe_images()
     served = model.signatures["serving_default"](image_bytes=tf.constant(images))
     classes = served["classes"].numpy().astype(str)
     assert classes.shape == (3, 4) and all(
@@ -173,7 +205,8 @@ def _recompute_table4(model_dir: str, examples_uri: str) -> np.ndarray:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path, real_drops: Path):
+@pytest.mark.timeout(2400)  # five runs of the whole pipeline
+def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path):
     from click.testing import CliRunner
     from ml_metadata.proto import metadata_store_pb2
 
@@ -217,8 +250,14 @@ def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path, rea
     assert outcome.blessed and outcome.pushed
     versions = sorted((out / "serving").iterdir())
     assert len(versions) == 1 and outcome.pushed_to == str(versions[0])
+    # Nothing was served before: the baseline was empty and blessing used the floor only.
+    first_baseline = _latest_io(out, "Evaluator", "baseline_model", "INPUT")
+    assert first_baseline.get_string_custom_property("served_version") == ""
+    assert not any(Path(first_baseline.uri).iterdir())
+    blessing = _latest_io(out, "Evaluator", "blessing", "OUTPUT")
+    assert not blessing.has_custom_property("baseline_model")
     assert f"pushed to {versions[0]}" in result.output
-    _check_served_model(versions[0], real_drops)
+    _check_served_model(versions[0])
 
     # The report equals TFMA's numbers, and TFMA's equal the model's own predictions.
     report = json.loads((out / "report" / "report.json").read_text())
@@ -236,21 +275,41 @@ def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path, rea
         report["examples"]
 
     # 2. Nothing changed: ingestion, validation, Transform and Trainer come from the cache.
+    # The baseline is now the served version, which is this very model: it is blessed
+    # against itself and not pushed again.
     result = CliRunner().invoke(main, _run_args(data, out, TRAIN_STEPS))
     assert result.exit_code == 0, result.output
     executions = _executions(out)
     for node in ("ImageExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
                  "Trainer"):
         assert executions[node][-1].last_known_state == cached, node
+    for node in ("ServedModelBaseline", "Evaluator", "Pusher"):
+        assert executions[node][-1].last_known_state == complete, node
     assert "Trainer reused from cache" in result.output
+    baseline = _latest_io(out, "Evaluator", "baseline_model", "INPUT")
+    assert baseline.get_string_custom_property("served_version") == versions[0].name
+    assert baseline.get_string_custom_property("served_path") == str(versions[0])
+    assert baseline.get_string_custom_property("served_model_uri") == outcome.model_uri
+    assert (Path(baseline.uri) / "Format-Serving" / "saved_model.pb").is_file()
+    blessing = _latest_io(out, "Evaluator", "blessing", "OUTPUT")
+    assert blessing.get_string_custom_property("baseline_model") == baseline.uri
+    outcome = latest_outcome(out)
+    assert outcome.blessed and not outcome.pushed
+    assert sorted((out / "serving").iterdir()) == versions
+    push = _latest_io(out, "Pusher", "pushed_model", "OUTPUT")
+    assert push.get_string_custom_property("served_version") == versions[0].name
+    assert push.get_string_custom_property("not_pushed_reason").startswith("already served")
+    assert "blessed; not pushed" in result.output
 
-    # 3. A worse model (no training at all) is compared with the blessed one and refused.
-    served_before = sorted((out / "serving").iterdir())
+    # 3. A worse model (no training at all) is compared with the served one and refused.
     result = CliRunner().invoke(main, _run_args(data, out, 0))
     assert result.exit_code == 0, result.output
+    assert _executions(out)["ServedModelBaseline"][-1].last_known_state == cached
+    blessing = _latest_io(out, "Evaluator", "blessing", "OUTPUT")
+    assert blessing.get_string_custom_property("baseline_model") == baseline.uri
     outcome = latest_outcome(out)
     assert outcome.blessed is False and not outcome.pushed
-    assert sorted((out / "serving").iterdir()) == served_before
+    assert sorted((out / "serving").iterdir()) == versions
     assert "not blessed; nothing pushed" in result.output
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["blessed"] is False and report["threshold_failures"]

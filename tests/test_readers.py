@@ -132,3 +132,12 @@ def test_real_drops_manifest_reads_through_csv_layout(real_drops):
     assert len(good) == 11 and all(Path(r.path).is_file() for r in good)
     # The unlabelled photograph is reported, not dropped.
     assert len(bad) == 1 and bad[0].reason == "missing_field" and "57465" in bad[0].path
+
+
+def test_flatten_gives_what_dotted_keys_address():
+    from components.readers import flatten
+
+    record = {"image": {"file": "a.jpg", "meta": {"w": 640}}, "score": 70, "ok": True,
+              "tags": ["x"], "note": None, "a.b": "unaddressable", "empty": {}}
+    assert flatten(record) == {"image.file": "a.jpg", "image.meta.w": "640", "score": "70",
+                               "ok": "True"}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import io
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
-from components.names import CLASS_NAMES
+from components.names import CLASS_NAMES, PROBABILITIES_SIGNATURE
 from components.scoring import inputs, results
 from components.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, InputError, PlateWellParser
 from components.scoring.model import ModelNotFound, resolve_model
@@ -24,6 +26,7 @@ from tests.scoring_fixtures import (
     serving_dir,  # noqa: F401  (fixture)
     write_drop_folder,
 )
+from tests.trainer_fixtures import drop_image
 
 CRYSTALS = CLASS_NAMES.index("crystals")
 
@@ -69,6 +72,7 @@ def folder_run(drops, serving_dir, tmp_path_factory):  # noqa: F811
 # ----------------------------------------------------------------------------- the model
 
 
+@pytest.mark.slow
 def test_resolve_model_takes_the_highest_complete_version(serving_dir):  # noqa: F811
     # Version 17 has no saved_model.pb yet (still being pushed) and 1 is older.
     version = resolve_model(str(serving_dir))
@@ -88,6 +92,7 @@ def test_resolve_model_names_what_is_missing(tmp_path):
         resolve_model(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_check_signature_refuses_a_model_without_probabilities(tmp_path, serving_dir):  # noqa: F811
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -97,12 +102,13 @@ def test_check_signature_refuses_a_model_without_probabilities(tmp_path, serving
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((serving_dir / str(VERSION) / "saved_model.pb").read_bytes())
     for graph in saved.meta_graphs:
-        del graph.signature_def["probabilities"]
+        del graph.signature_def[PROBABILITIES_SIGNATURE]
     (tmp_path / "saved_model.pb").write_bytes(saved.SerializeToString())
     with pytest.raises(ModelNotFound, match="no 'probabilities' signature.*serving_default"):
         check_signature(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_scorer_isolates_bad_images_in_a_batch(serving_dir, drops):  # noqa: F811
     from components.scoring.model import ImageError, ProbabilitiesScorer
 
@@ -232,6 +238,7 @@ def test_rows_round_trip_and_format_exactly():
 # ----------------------------------------------------------------------------- pipeline
 
 
+@pytest.mark.slow
 def test_folder_run_has_one_row_per_image_and_counts_bad_files(folder_run):
     summary, rows, _, _ = folder_run
     assert len(rows) == len(GOOD_IMAGES) + len(BAD_IMAGES)
@@ -248,6 +255,7 @@ def test_folder_run_has_one_row_per_image_and_counts_bad_files(folder_run):
     assert all(by_name[Path(n).name]["error"] == "" for n in GOOD_IMAGES)
 
 
+@pytest.mark.slow
 def test_csv_probabilities_equal_the_models(folder_run, drops, serving_dir):  # noqa: F811
     _, rows, _, _ = folder_run
     scored = [r for r in rows if not r["error"]]
@@ -260,6 +268,7 @@ def test_csv_probabilities_equal_the_models(folder_run, drops, serving_dir):  # 
     assert list(rows[0]) == ["path", "predicted_class", *CLASS_NAMES, "plate", "well", "error"]
 
 
+@pytest.mark.slow
 def test_rows_are_sorted_by_crystal_probability_errors_last(folder_run):
     _, rows, _, _ = folder_run
     crystals = [float(r["crystals"]) for r in rows if not r["error"]]
@@ -269,6 +278,7 @@ def test_rows_are_sorted_by_crystal_probability_errors_last(folder_run):
     assert all(r["error"] for r in rows[first_error:])
 
 
+@pytest.mark.slow
 def test_plate_and_well_columns(folder_run, drops):
     _, rows, _, _ = folder_run
     by_path = {r["path"]: (r["plate"], r["well"]) for r in rows}
@@ -277,6 +287,7 @@ def test_plate_and_well_columns(folder_run, drops):
     assert by_path[str(drops / "PLATE05/PLATE05_A02_truncated.jpg")] == ("PLATE05", "A02")
 
 
+@pytest.mark.slow
 def test_hits_folder_holds_exactly_the_hits_in_rank_order(folder_run):
     summary, rows, out_dir, threshold = folder_run
     hits = [r for r in rows if r["crystals"] and float(r["crystals"]) > threshold]
@@ -290,6 +301,7 @@ def test_hits_folder_holds_exactly_the_hits_in_rank_order(folder_run):
         assert path.read_bytes() == Path(row["path"]).read_bytes()
 
 
+@pytest.mark.slow
 def test_hits_folder_must_be_new_or_empty(drops, serving_dir, tmp_path):  # noqa: F811
     from components.scoring.beam import ScoreOptions, score_images
 
@@ -300,6 +312,7 @@ def test_hits_folder_must_be_new_or_empty(drops, serving_dir, tmp_path):  # noqa
                      ScoreOptions(hits_dir=str(tmp_path / "hits"), progress=False))
 
 
+@pytest.mark.slow
 def test_manifest_glob_and_duplicates_via_the_command_line(drops, serving_dir, tmp_path):  # noqa: F811
     manifest = tmp_path / "today.txt"
     manifest.write_text(f"{drops}/PLATE01/PLATE01_A01_20240101-0800.jpg\n"
@@ -322,6 +335,7 @@ def test_manifest_glob_and_duplicates_via_the_command_line(drops, serving_dir, t
     assert "not scored" in result.output and f"version {VERSION}" in result.output
 
 
+@pytest.mark.slow
 def test_command_line_errors_name_the_problem(drops, serving_dir, tmp_path):  # noqa: F811
     runner = CliRunner()
     missing = runner.invoke(main, ["score", str(tmp_path / "nope"), "--model", str(serving_dir),
@@ -334,6 +348,74 @@ def test_command_line_errors_name_the_problem(drops, serving_dir, tmp_path):  # 
     assert no_model.exit_code == 1 and "not a SavedModel" in no_model.output
 
 
+# ----------------------------------------------------------------------------- TIFF
+
+
+def _tiff16(pixels: np.ndarray) -> bytes:
+    """A 16-bit greyscale TIFF, as imagers write them."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint16)).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def _read_image(path: Path) -> tuple[str, bytes]:
+    from components.scoring.beam import ReadImage
+
+    reader = ReadImage(DEFAULT_PLATE_WELL_PATTERN)
+    reader.setup()
+    [element] = reader.process(str(path))
+    return element
+
+
+def test_a_16_bit_tiff_reaches_the_model_scaled_over_the_full_range(tmp_path):
+    import tensorflow as tf
+
+    # Every 16-bit value once, and the corners of each rounding step.
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    path = tmp_path / "PLATE9_B03.tif"
+    path.write_bytes(_tiff16(values))
+    assert path.read_bytes()[:4] == b"II*\x00"
+    got_path, data = _read_image(path)
+    assert got_path == str(path)
+    decoded = tf.io.decode_image(data, expand_animations=False).numpy()[..., 0]
+    expected = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    np.testing.assert_array_equal(decoded, expected)
+    assert decoded[0, 0] == 0 and decoded[-1, -1] == 255 and decoded.flat[128 * 257] == 128
+    assert decoded.flat[257 * 100 + 128] == 100 and decoded.flat[257 * 100 + 129] == 101
+
+
+@pytest.mark.slow
+def test_tiffs_are_scored_like_the_same_pixels_as_png(serving_dir, tmp_path):  # noqa: F811
+    from components.scoring.beam import ScoreOptions, score_images
+
+    rng = np.random.default_rng(5)
+    drops = tmp_path / "tiffs"
+    drops.mkdir()
+    expected = {}
+    for label in range(4):
+        grey = np.asarray(Image.open(io.BytesIO(drop_image(label, rng))).convert("L"))
+        # 16-bit values that round back to the 8-bit ones: 257 * v, give or take 128.
+        sixteen = grey.astype(np.int64) * 257 + rng.integers(-128, 129, grey.shape)
+        sixteen = np.clip(sixteen, 0, 65535)
+        name = f"PLATE9_A0{label + 1}.TIFF" if label == 3 else f"PLATE9_A0{label + 1}.tif"
+        (drops / name).write_bytes(_tiff16(sixteen))
+        png = io.BytesIO()
+        Image.fromarray(grey).save(png, format="PNG")
+        expected[str(drops / name)] = direct_probabilities(serving_dir / str(VERSION),
+                                                           [png.getvalue()])[0]
+    (drops / "PLATE9_B01.tif").write_bytes(_tiff16(np.zeros((8, 8)))[:60])  # cut short
+    summary = score_images([str(drops)], str(serving_dir), str(tmp_path / "t.csv"),
+                           ScoreOptions(progress=False, workers=1))
+    rows = {r["path"]: r for r in read_csv(tmp_path / "t.csv")}
+    assert summary.results.scored == 4 and summary.results.errors == 1
+    for path, probabilities in expected.items():
+        assert rows[path]["error"] == ""
+        np.testing.assert_allclose(probabilities_of(rows[path]), probabilities, atol=1e-6)
+    assert rows[path]["plate"] == "PLATE9"
+    assert "cannot decode the TIFF image" in rows[str(drops / "PLATE9_B01.tif")]["error"]
+
+
+@pytest.mark.slow
 def test_real_photographs_score_without_error(real_drops, serving_dir, tmp_path):  # noqa: F811
     from components.scoring.beam import ScoreOptions, score_images
 

@@ -47,6 +47,7 @@ def released_client_body(images: list[bytes]) -> str:
     return '{"instances": [' + instances + "]}"
 
 
+@pytest.mark.slow
 def test_released_client_request_gets_classes_and_scores(served, serving_dir, images):  # noqa: F811
     status, response = served.predict_rest(released_client_body(images))
     assert status == 200, response
@@ -73,6 +74,7 @@ def test_released_client_request_gets_classes_and_scores(served, serving_dir, im
     assert len({tuple(p["scores"]) for p in predictions}) == len(images)
 
 
+@pytest.mark.slow
 def test_released_batch_script_finds_every_class_by_its_released_name(serving_dir, images):  # noqa: F811
     """The released batch script zips ``classes`` with ``scores`` into a dict and reads
     ``b'Crystals'``, ``b'Other'``, ``b'Precipitate'`` and ``b'Clear'`` out of it."""
@@ -97,6 +99,7 @@ def test_predict_request_builds_the_released_body(images):
     (b"GIF89a but not really", "GIF"),
     (b"a text file", "Unknown image file format"),
 ])
+@pytest.mark.slow
 def test_malformed_images_get_an_error_response(served, images, bad, message):
     status, response = served.predict_rest(released_client_body([bad]))
     assert status == 400
@@ -104,6 +107,7 @@ def test_malformed_images_get_an_error_response(served, images, bad, message):
     assert set(response) == {"error"}
 
 
+@pytest.mark.slow
 def test_one_malformed_image_fails_the_whole_request(served, images):
     truncated = images[0][: len(images[0]) // 2]
     status, response = served.predict_rest(released_client_body([images[1], truncated]))
@@ -122,12 +126,14 @@ def test_one_malformed_image_fails_the_whole_request(served, images):
     ('{"instances": [{"image_bytes": {"b64": "%%%"}}]}', 400, "base64"),
     ('{"signature_name": "classify", "instances": [{"b64": "AAAA"}]}', 404, "classify"),
 ])
+@pytest.mark.slow
 def test_bad_requests_are_refused_as_tf_serving_does(served, body, status, message):
     got_status, response = served.predict_rest(body)
     assert (got_status, set(response)) == (status, {"error"})
     assert message in response["error"]
 
 
+@pytest.mark.slow
 def test_bare_b64_instances_columnar_inputs_and_other_signatures(served, serving_dir, images):  # noqa: F811
     encoded = [{"b64": base64.b64encode(i).decode()} for i in images[:2]]
     expected = direct_probabilities(serving_dir / str(VERSION), images[:2])
@@ -168,6 +174,7 @@ def test_tflite_export_matches_the_saved_model(serving_dir, images, tmp_path):  
     np.testing.assert_allclose(lite.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tflite_input_size_comes_from_the_network(serving_dir):  # noqa: F811
     import tensorflow as tf
 

@@ -44,15 +44,21 @@ def _image(path: Path, seed: int = 0, fmt: str = "JPEG", size: tuple[int, int] =
     Image.fromarray(drop_pixels(size[1], size[0], seed)).save(path, fmt)
 
 
+def _entry(lines: list[str], native: str) -> int:
+    """The index of the line that opens the label entry of ``native`` in a draft."""
+    found = [i for i, line in enumerate(lines)
+             if line.startswith("  - native: ") and lines[i + 1].startswith("    class:")
+             and yaml.safe_load(line.split(": ", 1)[1]) == native]
+    assert len(found) == 1, native
+    return found[0]
+
+
 def _fill(text: str, classes: dict[str, str], **top: str) -> str:
     """Fill a draft as a person does in an editor: write each class after its label."""
+    lines = text.splitlines()
     for native, class_name in classes.items():
-        pattern = re.compile(
-            r"(- native: " + re.escape(yaml.safe_dump(native, default_style="'").strip())
-            + r"\n    class:)[^\n]*"
-        )
-        text, n = pattern.subn(rf"\g<1> {class_name}", text)
-        assert n == 1, native
+        lines[_entry(lines, native) + 1] = f"    class: {class_name}"
+    text = "\n".join(lines) + "\n"
     for key, value in top.items():
         text, n = re.subn(rf"(?m)^{key}:[^\n]*$", f"{key}: {value}", text)
         assert n == 1, key
@@ -61,12 +67,12 @@ def _fill(text: str, classes: dict[str, str], **top: str) -> str:
 
 def _drop_label(text: str, native: str) -> str:
     """Delete one label's entry (its comment lines, native and class) from a catalogue file."""
-    quoted = re.escape(yaml.safe_dump(native, default_style="'").strip())
-    text, n = re.subn(
-        r"(?:  # [^\n]*\n)*  - native: " + quoted + r"\n    class:[^\n]*\n", "", text
-    )
-    assert n == 1
-    return text
+    lines = text.splitlines()
+    start = end = _entry(lines, native)
+    while lines[start - 1].startswith("  # "):
+        start -= 1
+    del lines[start : end + 2]
+    return "\n".join(lines) + "\n"
 
 
 def _empty_catalogue(tmp_path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from components.model import preprocessing
 from components.names import SERVING_CLASS_NAMES
+from components.trainer import METRICS_FILE
 from components.trainer import config as trainer_config
 from components.trainer import train as train_module
 from components.trainer.export import export_model, input_side
@@ -178,79 +180,188 @@ def test_model_is_evaluated_and_exported_at_the_serving_size(data, tmp_path):
 
 
 class _Preempt(tf.keras.callbacks.Callback):
+    """Interrupts training at the end of its ``at_step``-th step, noting the step count."""
+
     def __init__(self, at_step: int):
         super().__init__()
         self.at_step = at_step
         self.seen = 0
+        self.stopped_at: int | None = None
 
     def on_train_batch_end(self, batch, logs=None):
         self.seen += 1
         if self.seen == self.at_step:
+            self.stopped_at = int(self.model.optimizer.iterations.numpy())
             raise KeyboardInterrupt("preempted")
+
+
+class _StepProbe(tf.keras.callbacks.Callback):
+    """Records the optimizer's step when training starts and counts the steps run."""
+
+    def __init__(self):
+        super().__init__()
+        self.started_at: int | None = None
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.started_at = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
 
 
 def test_resume_after_preemption(data, tmp_path, monkeypatch):
     backup = tmp_path / "backup"
     original_fit = tf.keras.Model.fit
-    steps_run: list[int] = []
+    config = dataclasses.replace(TINY, checkpoint_every=3)
+    preempt = _Preempt(7)
+    first = _StepProbe()
 
     def fit_with_preemption(self, *args, callbacks=None, **kwargs):
-        steps_run.append(self.optimizer.iterations.numpy())
-        return original_fit(self, *args, callbacks=[*callbacks, _Preempt(7)], **kwargs)
+        return original_fit(self, *args, callbacks=[*callbacks, first, preempt], **kwargs)
 
     monkeypatch.setattr(tf.keras.Model, "fit", fit_with_preemption)
-    config = dataclasses.replace(TINY, checkpoint_every=3)
     with pytest.raises(KeyboardInterrupt):
         train_model(config, str(data / "train*"), str(data / "eval*"), str(tmp_path / "r1"),
                     train_steps=12, backup_dir=str(backup))
+    assert (first.started_at, preempt.stopped_at) == (0, 7)
     assert backup.exists(), "a preemption checkpoint was written"
-    monkeypatch.setattr(tf.keras.Model, "fit", original_fit)
 
-    resumed_from: list[int] = []
-
-    class Probe(tf.keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            resumed_from.append(int(self.model.optimizer.iterations.numpy()))
+    # Checkpoints every 3 steps: the last one before the interruption is at step 6.
+    last_checkpoint = preempt.stopped_at // 3 * 3
+    second = _StepProbe()
 
     def fit_with_probe(self, *args, callbacks=None, **kwargs):
-        return original_fit(self, *args, callbacks=[*callbacks, Probe()], **kwargs)
+        # After BackupAndRestore, whose on_train_begin restores the backup.
+        return original_fit(self, *args, callbacks=[*callbacks, second], **kwargs)
 
     monkeypatch.setattr(tf.keras.Model, "fit", fit_with_probe)
-    model, _ = train_model(config, str(data / "train*"), str(data / "eval*"),
-                           str(tmp_path / "r2"), train_steps=12, backup_dir=str(backup))
-    # BackupAndRestore restores inside fit, after on_train_begin of earlier callbacks.
+    model, metrics = train_model(config, str(data / "train*"), str(data / "eval*"),
+                                 str(tmp_path / "r2"), train_steps=12, backup_dir=str(backup))
+    assert second.started_at == last_checkpoint == 6
+    assert metrics["resumed_from_step"] == last_checkpoint
+    # Only the remaining steps ran, and the step count went on from the checkpoint.
+    assert second.steps == 12 - last_checkpoint
     assert int(model.optimizer.iterations.numpy()) == 12
     assert not backup.exists() or not any(backup.iterdir()), "backup removed on completion"
-    assert steps_run == [0]
+
+
+def _worker_config(monkeypatch, index: int | None, workers: int = 2) -> None:
+    """Sets TF_CONFIG for worker ``index`` of a cluster (none when ``index`` is None)."""
+    monkeypatch.delenv("CLUSTER_SPEC", raising=False)
+    if index is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+        return
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": [f"w-{i}:2222" for i in range(workers)]},
+        "task": {"type": "worker", "index": index},
+    }))
+
+
+def _example_keys(dataset: tf.data.Dataset) -> list[str]:
+    """One key per evaluation example: a digest of its preprocessed image."""
+    return [
+        hashlib.sha256(image.tobytes()).hexdigest()[:12]
+        for images, _ in dataset.as_numpy_iterator()
+        for image in images
+    ]
+
+
+@pytest.mark.parametrize("files", [3, 1])
+def test_workers_read_disjoint_shares_that_cover_the_data(tmp_path, monkeypatch, files):
+    """Whole files per worker when there are enough of them, else every other record."""
+    for i in range(files):
+        write_transformed(tmp_path / f"eval-{i:05d}.gz", 12 // files, seed=20 + i)
+    pattern = str(tmp_path / "eval*")
+    _worker_config(monkeypatch, None)
+    everything = _example_keys(make_dataset(pattern, TINY, 4, training=False))
+    shares = []
+    for index in range(2):
+        _worker_config(monkeypatch, index)
+        assert train_module.input_shard() == (2, index)
+        shares.append(_example_keys(make_dataset(pattern, TINY, 4, training=False)))
+    assert len(set(everything)) == 12
+    assert all(shares), "every worker has examples"
+    assert len(set(shares[0]) & set(shares[1])) == 0, "no example is read by both workers"
+    assert sorted(shares[0] + shares[1]) == sorted(everything)
+    # Seeded training pipelines build on every worker, with the auto-sharding that
+    # cannot handle their example numbering turned off.
+    train = make_dataset(pattern, TINY, 4, training=True, examples=12)
+    assert (train.options().experimental_distribute.auto_shard_policy
+            == tf.data.experimental.AutoShardPolicy.OFF)
+    assert next(iter(train))[0].shape[0] == 4
+
+
+def test_the_chief_and_then_the_workers_take_the_input_shards(monkeypatch):
+    cluster = {"chief": ["c:1"], "worker": ["w-0:1", "w-1:1"], "evaluator": ["e:1"]}
+    for task, expected in [("chief", 0), ("worker", 1)]:
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                    "task": {"type": task, "index": 0}}))
+        assert train_module.input_shard() == (3, expected)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 1}}))
+    assert train_module.input_shard() == (3, 2)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "evaluator", "index": 0}}))
+    assert train_module.input_shard() == (1, 0)
 
 
 @pytest.mark.slow
-def test_two_workers_end_with_identical_weights(data, tmp_path):
+def test_two_seeded_workers_train_on_several_files_and_export(tmp_path):
+    """Two MultiWorkerMirroredStrategy processes: seeded, 3 files, then run_fn's export."""
     import portpicker
 
+    data = tmp_path / "data"
+    for i in range(3):
+        write_transformed(data / f"train-{i:05d}.gz", 16, seed=10 + i)
+    write_transformed(data / "eval-00000.gz", 8, seed=2)
+    config = dataclasses.replace(TINY, seed=11)
+    out = tmp_path / "out"
+    out.mkdir()
     ports = [portpicker.pick_unused_port() for _ in range(2)]
     worker = Path(__file__).with_name("multiworker_worker.py")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("CLUSTER_SPEC", None)
     procs = [
         subprocess.Popen(
             [sys.executable, str(worker), str(i), ",".join(map(str, ports)), str(data),
-             str(tmp_path)],
+             str(out), json.dumps(config.to_json_dict())],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, output in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, output[-3000:]
     for i in range(2):
-        metrics = json.loads((tmp_path / f"metrics{i}.json").read_text())
+        metrics = json.loads((out / f"metrics{i}.json").read_text())
         assert metrics["replicas"] == 2.0, "both workers joined one MultiWorkerMirroredStrategy"
-    first = np.load(tmp_path / "weights0.npz")
-    second = np.load(tmp_path / "weights1.npz")
+    first = np.load(out / "weights0.npz")
+    second = np.load(out / "weights1.npz")
     assert len(first.files) == len(second.files) > 10
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
 
+    # The chief's export and metrics.
+    assert json.loads((out / "run" / METRICS_FILE).read_text())["replicas"] == 2.0
+    loaded = tf.saved_model.load(str(out / "serving"))
+    rng = np.random.default_rng(3)
+    images = tf.constant([drop_image(label, rng) for label in range(4)])
+    served = loaded.signatures["serving_default"](image_bytes=images)
+    probabilities = loaded.signatures["probabilities"](image_bytes=images)["probabilities"]
+    probabilities = probabilities.numpy()
+    assert probabilities.shape == (4, 4) and np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert served["classes"].shape == (4, 4)
+    np.testing.assert_allclose(served["scores"].numpy(), -np.sort(-probabilities, axis=1),
+                               rtol=1e-5)
+    # It answers with the trained weights.
+    trained = build_classifier(config, config.serving_size)
+    trained.set_weights([first[f"arr_{i}"] for i in range(len(first.files))])
+    size = config.serving_size
+    direct = tf.nn.softmax(trained(tf.stack(
+        [preprocessing.eval_preprocess(image, size) for image in images])))
+    np.testing.assert_allclose(probabilities, direct.numpy(), atol=1e-5)
 
 
 def test_decoded_cache_is_read_once_and_augmented_every_epoch(tmp_path, caplog):

@@ -33,6 +33,7 @@ from components.catalogue import Catalogue, NativeLabel, Source
 from components.ingestion import tfexample
 from components.names import (
     CHANNELS_KEY,
+    DEFAULT_EVAL_PERCENT,
     EVAL_SPLIT,
     FORMAT_KEY,
     HEIGHT_KEY,
@@ -52,6 +53,7 @@ from components.names import (
     TRAIN_SPLIT,
     WELL_KEY,
     WIDTH_KEY,
+    require_data_source,
 )
 from components.readers import BadRecord, Record, list_units, read_unit
 from components.validation import DUPLICATE_ID, UNMAPPED_LABEL
@@ -93,7 +95,7 @@ class IngestionConfig:
 
     catalogue: Catalogue
     data_dir: str | None = None
-    eval_percent: int = 10
+    eval_percent: int = DEFAULT_EVAL_PERCENT
     max_pixels: int = imagecheck.DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
@@ -191,6 +193,7 @@ def list_work_units(
             matches nothing.
         ValueError: when nothing at all is to be read.
     """
+    require_data_source(data_dir, marco_shards)
     units: list[WorkUnit] = []
     if data_dir:
         codes = list(institutions) if institutions else list(catalogue.codes)
@@ -205,8 +208,6 @@ def list_work_units(
         if not paths:
             raise FileNotFoundError(f"marco_shards matches no file: {marco_shards}")
         units.extend(WorkUnit(SHARD_UNIT, path) for path in paths)
-    if not units:
-        raise ValueError("nothing to ingest: give data_dir, marco_shards or both")
     return units
 
 

@@ -14,6 +14,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from components import imagecheck
 from components.ingestion import driver, executor
 from components.ingestion.report import DEFAULT_QUARANTINE_BUDGET
+from components.names import DEFAULT_EVAL_PERCENT, require_data_source
 
 
 class ImageExampleGenSpec(types.ComponentSpec):
@@ -59,7 +60,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
         catalogue_dir: str | None = None,
         marco_shards: str | None = None,
         institutions: Sequence[str] | None = None,
-        eval_percent: int = 10,
+        eval_percent: int = DEFAULT_EVAL_PERCENT,
         quarantine_budget: float = DEFAULT_QUARANTINE_BUDGET,
         max_pixels: int = imagecheck.DEFAULT_MAX_PIXELS,
         input_fingerprint: str | None = None,
@@ -81,8 +82,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
                 component (a runtime parameter on Kubeflow and Vertex, where TFX runs
                 no custom drivers); the local driver computes it itself.
         """
-        if not data_dir and not marco_shards:
-            raise ValueError("ImageExampleGen needs data_dir, marco_shards or both")
+        require_data_source(data_dir, marco_shards)
         if not 0 <= eval_percent <= 100:
             raise ValueError(f"eval_percent must be within 0-100, got {eval_percent}")
         if not 0 <= quarantine_budget <= 1:

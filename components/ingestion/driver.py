@@ -25,8 +25,7 @@ from tfx.proto.orchestration import driver_output_pb2
 from components import filesystem
 from components.catalogue import Catalogue, load_catalogue
 from components.ingestion import beam_stages
-
-FINGERPRINT_KEY = "input_fingerprint"
+from components.ingestion.executor import FINGERPRINT_KEY
 
 
 def _stat_line(path: str) -> str:

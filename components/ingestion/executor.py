@@ -15,6 +15,7 @@ from tfx.types import artifact_utils
 from components import imagecheck
 from components.catalogue import load_catalogue
 from components.ingestion import beam_stages, report
+from components.names import DEFAULT_EVAL_PERCENT
 
 EXAMPLES_KEY = "examples"
 DATA_DIR_KEY = "data_dir"
@@ -35,6 +36,8 @@ PER_SPLIT_PROPERTY = "examples_per_split"
 PER_REASON_PROPERTY = "quarantined_per_reason"
 QUARANTINED_PER_INSTITUTION_PROPERTY = "quarantined_per_institution"
 QUARANTINE_PATTERN_PROPERTY = "quarantine_pattern"
+# Execution parameter with the digest of the input files (see driver.py).
+FINGERPRINT_KEY = "input_fingerprint"
 
 _LOG = logging.getLogger(__name__)
 
@@ -70,13 +73,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         exec_properties: dict[str, Any],
     ) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
+        if not exec_properties.get(FINGERPRINT_KEY):
+            # Only where no driver ran (Kubeflow, Vertex) and the run was started
+            # without the parameter: the cache cannot tell new data from old.
+            _LOG.warning(
+                "ImageExampleGen: runtime parameter %s is empty, so a later run over "
+                "changed data may reuse this run's cached results; start runs with "
+                "`marco submit`, which fills it in (docs/platform.md)", FINGERPRINT_KEY,
+            )
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         catalogue = load_catalogue(exec_properties.get(CATALOGUE_DIR_KEY) or None)
         institutions = json.loads(exec_properties.get(INSTITUTIONS_KEY) or "null")
         config = beam_stages.IngestionConfig(
             catalogue=catalogue,
             data_dir=exec_properties.get(DATA_DIR_KEY) or None,
-            eval_percent=int(exec_properties.get(EVAL_PERCENT_KEY, 10)),
+            eval_percent=int(exec_properties.get(EVAL_PERCENT_KEY, DEFAULT_EVAL_PERCENT)),
             max_pixels=int(
                 exec_properties.get(MAX_PIXELS_KEY) or imagecheck.DEFAULT_MAX_PIXELS
             ),

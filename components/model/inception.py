@@ -55,6 +55,9 @@ Width scaling follows slim's ``depth_multiplier`` and ``min_depth``: a layer's d
 is ``max(int(d * width_multiplier), min_depth)``, where ``d`` is the paper preset's
 depth of that layer (override, else ``min(stock depth, cap)``). The small presets are
 therefore the paper network shrunk uniformly, not stock Inception-v3 shrunk.
+
+The configurations are plain data: TensorFlow is imported when a network is built, so
+that the presets (and the training and pipeline presets naming them) load without it.
 """
 
 from __future__ import annotations
@@ -62,11 +65,12 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Mapping
-
-# Importing this module runs components/__init__.py first, which selects tf-keras.
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from components.names import NUM_CLASSES
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # Table 3 of the paper: the most filters any convolution in the named layer may have.
 PAPER_DEPTH_CAPS: Mapping[str, int] = types.MappingProxyType(
@@ -128,6 +132,13 @@ LOGITS_SCOPE = "Logits"
 INPUT_NAME = "images"
 
 _BATCH_NORM_EPSILON = 0.001  # slim's inception_v3_arg_scope
+
+
+def _keras():
+    """``tf.keras``, imported on first use (components/__init__.py has selected tf-keras)."""
+    import tensorflow as tf
+
+    return tf.keras
 
 
 def _frozen(mapping: Mapping[str, int]) -> Mapping[str, int]:
@@ -285,16 +296,17 @@ class _Builder:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+        self.keras = _keras()
         self.used_overrides: set[str] = set()
         self.regularizer = (
-            tf.keras.regularizers.L2(config.weight_decay / 2.0)  # slim's l2 loss halves
+            self.keras.regularizers.L2(config.weight_decay / 2.0)  # slim's l2 loss halves
             if config.weight_decay > 0
             else None
         )
 
     def _initializer(self) -> tf.keras.initializers.Initializer:
         # slim.variance_scaling_initializer() in inception_v3_arg_scope: He, truncated.
-        return tf.keras.initializers.VarianceScaling(
+        return self.keras.initializers.VarianceScaling(
             scale=2.0, mode="fan_in", distribution="truncated_normal"
         )
 
@@ -311,7 +323,7 @@ class _Builder:
         if scope in self.config.depth_overrides:
             self.used_overrides.add(scope)
         filters = self.config.depth(scope, stock_depth)
-        x = tf.keras.layers.Conv2D(
+        x = self.keras.layers.Conv2D(
             filters,
             kernel,
             strides=stride,
@@ -321,26 +333,23 @@ class _Builder:
             kernel_regularizer=self.regularizer,
             name=scope,
         )(x)
-        x = tf.keras.layers.BatchNormalization(
+        x = self.keras.layers.BatchNormalization(
             momentum=self.config.batch_norm_decay,
             epsilon=_BATCH_NORM_EPSILON,
             scale=False,
             name=f"{scope}/BatchNorm",
         )(x)
-        return tf.keras.layers.ReLU(name=f"{scope}/Relu")(x)
+        return self.keras.layers.ReLU(name=f"{scope}/Relu")(x)
 
-    @staticmethod
-    def max_pool(x: tf.Tensor, scope: str, stride: int = 2) -> tf.Tensor:
-        return tf.keras.layers.MaxPooling2D(3, strides=stride, padding="valid", name=scope)(x)
+    def max_pool(self, x: tf.Tensor, scope: str, stride: int = 2) -> tf.Tensor:
+        return self.keras.layers.MaxPooling2D(3, strides=stride, padding="valid", name=scope)(x)
 
-    @staticmethod
-    def avg_pool_same(x: tf.Tensor, scope: str) -> tf.Tensor:
+    def avg_pool_same(self, x: tf.Tensor, scope: str) -> tf.Tensor:
         # TF's SAME average pooling leaves the padding out of the count, as slim does.
-        return tf.keras.layers.AveragePooling2D(3, strides=1, padding="same", name=scope)(x)
+        return self.keras.layers.AveragePooling2D(3, strides=1, padding="same", name=scope)(x)
 
-    @staticmethod
-    def concat(tensors: list[tf.Tensor], name: str) -> tf.Tensor:
-        return tf.keras.layers.Concatenate(axis=-1, name=name)(tensors)
+    def concat(self, tensors: list[tf.Tensor], name: str) -> tf.Tensor:
+        return self.keras.layers.Concatenate(axis=-1, name=name)(tensors)
 
     # Blocks, in slim's order and with slim's (sometimes irregular) layer names.
 
@@ -468,10 +477,10 @@ class _Builder:
         size = self.config.final_map_size
         # Slim pools with min(map, 8); pooling the whole map is the same for every map of
         # 8 or less (599 gives exactly 8) and still yields 1x1 logits for larger inputs.
-        x = tf.keras.layers.AveragePooling2D(
+        x = self.keras.layers.AveragePooling2D(
             size, padding="valid", name=f"{LOGITS_SCOPE}/AvgPool_1a_{size}x{size}"
         )(x)
-        x = tf.keras.layers.Conv2D(
+        x = self.keras.layers.Conv2D(
             self.config.num_classes,
             1,
             use_bias=True,
@@ -479,7 +488,7 @@ class _Builder:
             kernel_regularizer=self.regularizer,
             name=f"{LOGITS_SCOPE}/Conv2d_1c_1x1",
         )(x)
-        return tf.keras.layers.Reshape(
+        return self.keras.layers.Reshape(
             (self.config.num_classes,), name=f"{LOGITS_SCOPE}/SpatialSqueeze"
         )(x)
 
@@ -515,13 +524,13 @@ def build_model(config: ModelConfig) -> tf.keras.Model:
         (``S = config.input_size``) to float32 ``[batch, num_classes]`` logits. It has
         no softmax, dropout or auxiliary head.
     """
-    inputs = tf.keras.Input(
-        shape=(config.input_size, config.input_size, 3), dtype=tf.float32, name=INPUT_NAME
-    )
     builder = _Builder(config)
+    inputs = builder.keras.Input(
+        shape=(config.input_size, config.input_size, 3), dtype="float32", name=INPUT_NAME
+    )
     net, _ = builder.base(inputs)
     logits = builder.logits(net)
-    return tf.keras.Model(inputs, logits, name="marco_inception_v3")
+    return builder.keras.Model(inputs, logits, name="marco_inception_v3")
 
 
 def end_points(model: tf.keras.Model) -> dict[str, tf.Tensor]:

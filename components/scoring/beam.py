@@ -5,7 +5,8 @@ Graph (:class:`ScoreImages`)::
     inputs (the few command-line arguments)
       -> ListImages: folders walked, globs matched, manifests read   [stage 1]
       -> Distinct: each path once; the shuffle hands paths to the workers
-      -> ReadImage: the file's bytes, or an error row if it cannot be read
+      -> ReadImage: the file's bytes (a TIFF's pixels as PNG), or an error row if
+         it cannot be read
       -> RunInference (batches of image bytes through the SavedModel's
          ``probabilities`` signature: decoding, centre crop and the network)
       -> ToRow: class probabilities, predicted class, plate and well
@@ -45,7 +46,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from components import filesystem
+from components import filesystem, imagecheck
 from components.scoring import results
 from components.scoring.inputs import (
     DEFAULT_PLATE_WELL_PATTERN,
@@ -152,7 +153,11 @@ def error_row(path: str, error: str, parser: PlateWellParser) -> str:
 
 
 class ReadImage(beam.DoFn):
-    """A path to ``(path, bytes)``; an unreadable or empty file to an error row instead."""
+    """A path to ``(path, encoded image)``; an unreadable file to an error row instead.
+
+    The model decodes what TensorFlow decodes (:data:`imagecheck.TENSORFLOW_FORMATS`);
+    a TIFF file is decoded here and handed on as PNG (:func:`imagecheck.tiff_to_png`).
+    """
 
     def __init__(self, plate_well_pattern: str, progress_token: str | None = None) -> None:
         super().__init__()
@@ -168,8 +173,12 @@ class ReadImage(beam.DoFn):
         self._read.inc()
         try:
             data = filesystem.read_bytes(path)
+            if imagecheck.is_tiff(data):
+                data = imagecheck.tiff_to_png(data)
         except OSError as exc:
             problem = f"cannot read the file: {exc.strerror or exc}"
+        except imagecheck.BadImage as exc:
+            problem = f"cannot decode the TIFF image: {exc.detail}"
         else:
             if data:
                 yield path, data

@@ -2,8 +2,8 @@
 
 An input is one of:
 
-- a folder: searched recursively for files with an image extension
-  (:data:`IMAGE_SUFFIXES`, any case); other files are not images and are left alone;
+- a folder: searched recursively for files with the extension of a format scoring
+  decodes (:data:`IMAGE_SUFFIXES`, any case); other files are left alone;
 - a glob (``plates/**/*.jpg``, quoted so the shell leaves it): every match is scored,
   and a matching folder is searched as above;
 - a manifest, a file ending in one of :data:`MANIFEST_SUFFIXES`: ``.csv``/``.tsv``
@@ -28,8 +28,9 @@ import re
 from collections.abc import Iterator, Sequence
 
 from components import filesystem
+from components.imagecheck import SCORING_FORMATS, extensions
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(f".{ext}" for ext in extensions(SCORING_FORMATS))
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt", ".lst", ".list")
 PATH_COLUMNS = ("path", "image_path", "image", "file", "filename", "filepath", "file_path")
 GLOB_CHARACTERS = frozenset("*?[")

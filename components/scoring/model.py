@@ -23,9 +23,13 @@ import tensorflow as tf
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from components import filesystem
-from components.names import NUM_CLASSES
+from components.names import (
+    BYTES_INPUT,
+    NUM_CLASSES,
+    PROBABILITIES_OUTPUT,
+    PROBABILITIES_SIGNATURE,
+)
 from components.serving import ServedModel, describe_error
-from components.trainer.export import BYTES_INPUT, PROBABILITIES, PROBABILITIES_SIGNATURE
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 DEFAULT_BATCH_SIZE = 16
@@ -112,12 +116,12 @@ def check_signature(model_dir: str) -> None:
         signature = meta_graph.signature_def.get(PROBABILITIES_SIGNATURE)
         if signature is None:
             continue
-        if BYTES_INPUT in signature.inputs and PROBABILITIES in signature.outputs:
+        if BYTES_INPUT in signature.inputs and PROBABILITIES_OUTPUT in signature.outputs:
             return
         raise ModelNotFound(
             f"{model_dir}: signature {PROBABILITIES_SIGNATURE!r} takes "
             f"{sorted(signature.inputs)} and gives {sorted(signature.outputs)}; scoring "
-            f"needs {BYTES_INPUT!r} in and {PROBABILITIES!r} out"
+            f"needs {BYTES_INPUT!r} in and {PROBABILITIES_OUTPUT!r} out"
         )
     names = sorted({n for g in saved.meta_graphs for n in g.signature_def})
     raise ModelNotFound(
@@ -143,16 +147,16 @@ class ProbabilitiesScorer:
     def __init__(self, model_dir: str) -> None:
         self._model = ServedModel(model_dir)
         signature = self._model.signature(PROBABILITIES_SIGNATURE)
-        if BYTES_INPUT not in signature.inputs or PROBABILITIES not in signature.outputs:
+        if BYTES_INPUT not in signature.inputs or PROBABILITIES_OUTPUT not in signature.outputs:
             raise ModelNotFound(f"{model_dir}: the {PROBABILITIES_SIGNATURE!r} signature "
-                                f"does not map {BYTES_INPUT!r} to {PROBABILITIES!r}")
+                                f"does not map {BYTES_INPUT!r} to {PROBABILITIES_OUTPUT!r}")
 
     def probabilities(self, images: Sequence[bytes]) -> np.ndarray:
         """``[len(images), 4]`` probabilities; raises tf.errors.OpError on a bad image."""
         outputs = self._model.run(
             PROBABILITIES_SIGNATURE, {BYTES_INPUT: np.array(list(images), dtype=object)}
         )
-        return outputs[PROBABILITIES]
+        return outputs[PROBABILITIES_OUTPUT]
 
     def score(self, images: Sequence[bytes]) -> list[np.ndarray | ImageError]:
         """Probabilities per image, or an :class:`ImageError` for those that fail.

@@ -29,8 +29,9 @@ import tensorflow as tf
 
 from components import runtime
 from components.model import preprocessing
+from components.names import BYTES_INPUT, PROBABILITIES_SIGNATURE
+from components.names import PROBABILITIES_OUTPUT as PROBABILITIES
 from components.serving import ServedModel
-from components.trainer.export import BYTES_INPUT, PROBABILITIES, PROBABILITIES_SIGNATURE
 
 runtime.skip_autograph_for_tf_keras()
 

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from components.catalogue import Catalogue, Source
+from components.imagecheck import EXAMPLE_FORMATS
 from components.names import (
     CLASS_IDS,
     CLASS_NAMES,
@@ -61,7 +62,7 @@ FORMATS = ("folders", "marco-shards")
 SUMMARY_FILE = "synth.json"
 SHARD_PATTERN = "marco-{index:05d}-of-{count:05d}.tfrecord"
 WELLS_96 = tuple(f"{row}{col:02d}" for row in "ABCDEFGH" for col in range(1, 13))
-EXTENSIONS = {"jpeg": ("jpg", "jpeg"), "png": ("png",)}
+EXTENSIONS = {f.name: f.extensions for f in EXAMPLE_FORMATS}
 PATH_TEMPLATES = (
     "{plate}/{plate}_{well}_{stamp}",
     "{plate}_{well}_{stamp}",

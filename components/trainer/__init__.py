@@ -21,7 +21,7 @@ METRICS_FILE = "metrics.json"
 # How long a non-chief replica waits for the chief's export after its own.
 CHIEF_EXPORT_TIMEOUT_S = 1800.0
 
-__all__ = ["CUSTOM_CONFIG_KEY", "TrainingConfig", "run_fn"]
+__all__ = ["CUSTOM_CONFIG_KEY", "TrainingConfig", "run_fn", "save_outputs"]
 
 
 def run_fn(fn_args) -> None:
@@ -31,11 +31,9 @@ def run_fn(fn_args) -> None:
         fn_args: TFX's FnArgs: train/eval files, the Transform output, the serving
             model and model run directories, step counts and ``custom_config``.
     """
-    import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.trainer.export import export_model
-    from components.trainer.train import is_chief, train_model
+    from components.trainer.train import train_model
 
     custom = fn_args.custom_config or {}
     config = TrainingConfig.from_custom_config(custom)
@@ -50,19 +48,48 @@ def run_fn(fn_args) -> None:
         train_examples=custom.get(TRAIN_EXAMPLES_KEY),
         backup_dir=custom.get(BACKUP_DIR_KEY),
     )
+    save_outputs(
+        model, metrics, fn_args.serving_model_dir, fn_args.model_run_dir, tf_transform_output
+    )
+
+
+def save_outputs(
+    model,
+    metrics: dict[str, float],
+    serving_model_dir: str,
+    model_run_dir: str,
+    tf_transform_output=None,
+) -> None:
+    """Exports the trained model and writes its metrics, on every replica of a job.
+
+    The chief writes the export to ``serving_model_dir`` and the metrics to
+    ``model_run_dir``. Every other replica of a multi-worker strategy exports too,
+    since reading the weights of a model whose variables the strategy holds is a
+    collective operation all workers join; it writes to a scratch folder that it
+    deletes, then waits for the chief's export (see :func:`wait_for_chief_export`).
+
+    Args:
+        model: the model :func:`components.trainer.train.train_model` returned.
+        metrics: its evaluation metrics.
+        serving_model_dir, model_run_dir: the Trainer's output folders.
+        tf_transform_output: the Transform output, for the tf.Example signatures.
+    """
+    import tensorflow as tf
+
+    from components.trainer.export import export_model
+    from components.trainer.train import is_chief
+
     if is_chief():
-        export_model(model, fn_args.serving_model_dir, tf_transform_output)
-        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
+        export_model(model, serving_model_dir, tf_transform_output)
+        with tf.io.gfile.GFile(os.path.join(model_run_dir, METRICS_FILE), "w") as f:
             f.write(json.dumps(metrics, indent=2))
-    else:
-        # Every worker of a multi-worker strategy must take part in saving; only the
-        # chief's copy is kept.
-        scratch = tempfile.mkdtemp()
-        try:
-            export_model(model, scratch, tf_transform_output)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        wait_for_chief_export(fn_args.serving_model_dir)
+        return
+    scratch = tempfile.mkdtemp()
+    try:
+        export_model(model, scratch, tf_transform_output)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    wait_for_chief_export(serving_model_dir)
 
 
 def wait_for_chief_export(

@@ -2,7 +2,9 @@
 
 A :class:`TrainingConfig` travels to the Trainer as plain JSON in TFX's
 ``custom_config`` so that the same values reach a local run, a Kubeflow pod and a
-Vertex AI worker pool unchanged.
+Vertex AI worker pool unchanged. The presets below are the ``training`` of the
+pipeline presets (:data:`pipeline.config.PRESETS`); like the network shapes they
+name, they load without TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.model.inception import PRESETS as MODEL_PRESETS
-from components.model.preprocessing import training_scale_side
 
 CUSTOM_CONFIG_KEY = "marco_training"
 # Largest in-memory cache of decoded training images (``cache_decoded``).
@@ -149,6 +150,8 @@ class TrainingConfig:
         raised eval accuracy from 79.9% to 84.0% and from 78.1% to 79.9% for two
         trained models; the ``paper`` preset keeps the released model's 599.
         """
+        from components.model.preprocessing import training_scale_side
+
         size = self.model_config.input_size
         if self.crop_scale is None:
             return size
@@ -208,4 +211,3 @@ TINY = TrainingConfig(
     shuffle_buffer=64, batch_norm_decay=0.9,
     checkpoint_every=5, seed=7,
 )
-PRESETS: Mapping[str, TrainingConfig] = {"paper": PAPER, "demo": DEMO, "tiny": TINY}

@@ -25,16 +25,22 @@ import tensorflow as tf
 
 from components import runtime
 from components.model import preprocessing
-from components.names import IMAGE_KEY, NUM_CLASSES, SERVING_CLASS_NAMES
+from components.names import (
+    BYTES_INPUT,
+    CLASSES_OUTPUT,
+    EXAMPLES_INPUT,
+    IMAGE_KEY,
+    NUM_CLASSES,
+    PROBABILITIES_SIGNATURE,
+    SCORES_OUTPUT,
+    SERVING_CLASS_NAMES,
+    SERVING_DEFAULT,
+)
+from components.names import PROBABILITIES_OUTPUT as PROBABILITIES
+from components.names import SERVING_EXAMPLES_SIGNATURE as SERVING_EXAMPLES
+from components.names import TRANSFORM_FEATURES_SIGNATURE as TRANSFORM_FEATURES
 
 runtime.skip_autograph_for_tf_keras()
-
-BYTES_INPUT = "image_bytes"
-EXAMPLES_INPUT = "examples"
-PROBABILITIES = "probabilities"
-SERVING_EXAMPLES = "serving_examples"
-TRANSFORM_FEATURES = "transform_features"
-PROBABILITIES_SIGNATURE = "probabilities"
 
 
 def input_side(model: tf.keras.Model) -> int:
@@ -73,14 +79,14 @@ def build_signatures(model: tf.keras.Model, tf_transform_output=None) -> dict:
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
     def serve_bytes(image_bytes):
         scores, indices = tf.math.top_k(probabilities(image_bytes), k=NUM_CLASSES)
-        return {"classes": tf.gather(class_names, indices), "scores": scores}
+        return {CLASSES_OUTPUT: tf.gather(class_names, indices), SCORES_OUTPUT: scores}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
     def serve_probabilities(image_bytes):
         return {PROBABILITIES: probabilities(image_bytes)}
 
     signatures = {
-        "serving_default": serve_bytes.get_concrete_function(),
+        SERVING_DEFAULT: serve_bytes.get_concrete_function(),
         PROBABILITIES_SIGNATURE: serve_probabilities.get_concrete_function(),
     }
     if tf_transform_output is not None:
@@ -106,8 +112,40 @@ def build_signatures(model: tf.keras.Model, tf_transform_output=None) -> dict:
     return signatures
 
 
+def _has_distributed_variables(model: tf.keras.Model) -> bool:
+    return any(isinstance(w, tf.distribute.DistributedValues) for w in model.weights)
+
+
+def with_plain_variables(model: tf.keras.Model) -> tf.keras.Model:
+    """``model``, or, if a distribution strategy holds its variables, a plain copy.
+
+    Concrete functions traced from a model whose variables are distributed (built in
+    a MirroredStrategy or MultiWorkerMirroredStrategy scope) cannot be saved, so the
+    export uses a clone with ordinary variables and the same weights. Call it outside
+    the strategy's scope on every worker of a multi-worker strategy: reading the
+    weights (batch-norm statistics are aggregated across workers) is a collective
+    operation.
+    """
+    if not _has_distributed_variables(model):
+        return model
+    if tf.distribute.has_strategy():
+        raise RuntimeError(
+            f"{model.name} holds distributed variables: export it outside the "
+            "distribution strategy's scope, where its copy gets plain ones"
+        )
+    copy = tf.keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_model(model: tf.keras.Model, export_dir: str, tf_transform_output=None) -> None:
-    """Saves ``model`` with the signatures above to ``export_dir``."""
+    """Saves ``model`` with the signatures above to ``export_dir``.
+
+    A model trained under a distribution strategy is saved as a copy with plain
+    variables (:func:`with_plain_variables`); every worker of a multi-worker strategy
+    must call this, and only one of them (the chief) should write the real export.
+    """
+    model = with_plain_variables(model)
     signatures = build_signatures(model, tf_transform_output)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
 

@@ -88,6 +88,25 @@ def _cluster_tasks() -> int:
     return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
 
 
+def input_shard() -> tuple[int, int]:
+    """(number of shards, this task's shard) of the input data.
+
+    One shard per training task of a cluster, numbered as MultiWorkerMirroredStrategy
+    numbers its workers: the chief first, then the workers in order. A task outside
+    a cluster, or outside its training tasks (an evaluator), reads all of it:
+    ``(1, 0)``.
+    """
+    config = cluster_config()
+    cluster = config.get("cluster") or {}
+    task = config.get("task") or {}
+    count = _cluster_tasks()
+    if count > 1 and task.get("type") == "chief":
+        return count, 0
+    if count > 1 and task.get("type") == "worker":
+        return count, len(cluster.get("chief", [])) + int(task.get("index", 0))
+    return 1, 0
+
+
 def choose_strategy() -> tf.distribute.Strategy:
     """Picks the distribution strategy the environment asks for.
 
@@ -176,16 +195,31 @@ def make_dataset(
     :attr:`TrainingConfig.serving_size`. With
     ``config.cache_decoded`` and ``examples`` (the training set's size) small enough,
     training images are decoded once (:func:`preprocessing.decode_for_training`) and
-    only augmented afterwards.
+    only augmented afterwards. On a cluster each worker reads its own share of the
+    examples (:func:`input_shard`).
     """
     size = config.model_config.input_size
     deterministic = config.seed is not None
     files = _files(file_patterns)
+    shards, shard = input_shard()
+    # Each worker of a cluster reads its own share of the data: whole files when
+    # there are at least as many files as workers, otherwise every ``shards``-th
+    # record of every file (a partition whatever order the files are read in).
+    # tf.distribute's auto-sharding is off below: it cannot shard a pipeline that
+    # numbers its examples, as seeded augmentation does.
+    by_file = len(files) >= shards
+    if by_file:
+        files = files[shard::shards]
+
+    def read(file: tf.Tensor) -> tf.data.Dataset:
+        records = tf.data.TFRecordDataset(file, compression_type="GZIP")
+        return records if by_file else records.shard(shards, shard)
+
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
         dataset = dataset.shuffle(len(files), seed=config.seed)
     dataset = dataset.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        read,
         cycle_length=min(len(files), 8),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
@@ -213,9 +247,14 @@ def make_dataset(
         dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed).repeat()
         if config.seed is not None:
             # Per-example stateless seeds: the same example index gets the same crop.
+            # Worker w of n numbers its examples w, w + n, w + 2n, ... so that no two
+            # workers share a seed; alone, 0, 1, 2, ...
             dataset = dataset.enumerate().map(
                 lambda i, xy: (
-                    augment(xy[0], seed=tf.stack([tf.cast(config.seed, tf.int64), i])),
+                    augment(
+                        xy[0],
+                        seed=tf.stack([tf.cast(config.seed, tf.int64), i * shards + shard]),
+                    ),
                     xy[1],
                 ),
                 num_parallel_calls=tf.data.AUTOTUNE,
@@ -235,14 +274,9 @@ def make_dataset(
             deterministic=deterministic,
         )
     dataset = dataset.batch(global_batch, drop_remainder=training)
-    # Workers of a cluster each read a share of the files; with fewer files than
-    # workers they read every file and keep a share of the examples instead.
+    # Already sharded: the strategy only splits batches among replicas.
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE
-        if len(files) >= max(1, _cluster_tasks())
-        else tf.data.experimental.AutoShardPolicy.DATA
-    )
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

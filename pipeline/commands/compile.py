@@ -41,6 +41,57 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+resolve_image_option = click.option(
+    "--resolve-image", is_flag=True,
+    help="Replace an image given by tag with its digest, asked from the registry (Artifact "
+         "Registry and gcr.io with your Application Default Credentials).",
+)
+
+
+def cluster_settings(
+    config_path: Path | None, flags: dict[str, Any], resolve_image: bool = False, *,
+    image_needed: bool = True,
+):
+    """The checked settings of a command, with an image named by digest.
+
+    ``image_needed`` False skips the image's digest (a command that takes an already
+    compiled job, which names its own image).
+
+    Raises:
+        click.ClickException: a bad setting, a tag the registry cannot resolve, or an
+            image without a digest; the message names the settings' source and field.
+    """
+    import dataclasses
+
+    from kubeflow.runner import (
+        RegistryError,
+        SettingsError,
+        has_digest,
+        load_settings,
+        require_digest,
+        settings_source,
+    )
+    from kubeflow.runner import resolve_image as resolve
+
+    overrides = _overrides(flags)
+    source = settings_source(config_path, overrides)
+    try:
+        cluster = load_settings(config_path, overrides)
+        if not image_needed:
+            return cluster
+        if resolve_image and not has_digest(cluster.image):
+            try:
+                image = resolve(cluster.image)
+            except RegistryError as exc:
+                raise SettingsError(f"{source}: image: {exc}") from None
+            click.echo(f"image {cluster.image} is {image}")
+            cluster = dataclasses.replace(cluster, image=image)
+        require_digest(cluster.image, source)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    return cluster
+
+
 @click.command("compile")
 @click.option("--config", "config_path",
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -51,23 +102,23 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
               help="Pipeline job to write (JSON), for Vertex AI Pipelines.")
 @click.option("--kfp-package", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the bare pipeline spec (YAML) for a Kubeflow Pipelines upload.")
+@resolve_image_option
 @_setting_options
 def compile_command(
-    config_path: Path | None, out: Path, kfp_package: Path | None, **settings: Any
+    config_path: Path | None, out: Path, kfp_package: Path | None, resolve_image: bool,
+    **settings: Any,
 ) -> None:
     """Compile the MARCO pipeline into a KFP v2 spec from a settings file and flags.
 
-    Submit the JSON job to Vertex AI Pipelines, or upload the ``--kfp-package`` YAML to
-    Kubeflow Pipelines; every setting is checked first, and a bad one is named.
+    Submit the JSON job to Vertex AI Pipelines (``marco submit``), or upload the
+    ``--kfp-package`` YAML to Kubeflow Pipelines; every setting is checked first, and
+    a bad one is named. The image must be named by digest (or ``--resolve-image``).
     """
     import yaml
 
-    from kubeflow.runner import SettingsError, compile_pipeline, kubeflow_package, load_settings
+    from kubeflow.runner import compile_pipeline, kubeflow_package
 
-    try:
-        cluster = load_settings(config_path, _overrides(settings))
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    cluster = cluster_settings(config_path, settings, resolve_image)
     job = compile_pipeline(cluster, str(out))
     if kfp_package:
         kfp_package.parent.mkdir(parents=True, exist_ok=True)

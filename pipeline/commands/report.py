@@ -1,4 +1,8 @@
-"""``marco report``: the paper's tables and figures from a run folder's latest evaluation."""
+"""``marco report``: the paper's tables and figures from a run folder's latest evaluation.
+
+The folder is a `marco run` folder (read through its ML Metadata store) or a Vertex AI
+/ Kubeflow V2 pipeline root, local or gs:// (read from its folder layout).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,32 @@ import click
 REPORT_DIR = "report"
 
 
-def write_run_report(run_dir: Path, out_dir: Path | None = None, extra: dict | None = None
+def default_out_dir(run_dir: str | Path) -> Path:
+    """RUN_DIR/report for a local folder; ./report for a gs:// pipeline root."""
+    from components import filesystem
+
+    if filesystem.is_remote(str(run_dir)):
+        return Path(REPORT_DIR)
+    return Path(run_dir) / REPORT_DIR
+
+
+def write_run_report(run_dir: str | Path, out_dir: Path | None = None,
+                     extra: dict | None = None, job_name: str | None = None
                      ) -> tuple[dict, Path]:
-    """Writes the report of ``run_dir``'s latest evaluation; returns (summary, folder)."""
+    """Writes the report of ``run_dir``'s latest evaluation; returns (summary, folder).
+
+    ``run_dir`` is a `marco run` folder or a pipeline root (local or gs://);
+    ``job_name`` picks one pipeline job's evaluation under a pipeline root.
+    """
     from components.report.render import write_report
     from components.report.results import load_results
-    from pipeline.runs import latest_outcome
+    from pipeline.runs import outcome as run_outcome
 
-    outcome = latest_outcome(run_dir)
+    outcome = run_outcome(run_dir, job_name)
     results = load_results(outcome.evaluation_uri)
     context = {"model": outcome.model_uri, "pushed_to": outcome.pushed_to}
     context.update(extra or {})
-    out_dir = out_dir or run_dir / REPORT_DIR
+    out_dir = out_dir or default_out_dir(run_dir)
     summary = write_report(results, out_dir, context)
     return summary, out_dir
 
@@ -52,20 +70,28 @@ def headline(summary: dict) -> list[str]:
 
 
 @click.command("report")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the report (default: RUN_DIR/report).")
-def report(run_dir: Path, out: Path | None) -> None:
+              help="Folder for the report (default: RUN_DIR/report; ./report for gs://).")
+@click.option("--job-name", default=None,
+              help="Under a pipeline root: the pipeline job whose evaluation to report "
+                   "(default: the newest finished one).")
+def report(run_dir: str, out: Path | None, job_name: str | None) -> None:
     """Write Tables 4 and 5, ROC curves and per-institution accuracy for RUN_DIR.
 
-    RUN_DIR is the --out folder of `marco run`; the report covers its latest
-    evaluation and is written as report.md, report.json and PNG figures.
+    RUN_DIR is the --out folder of `marco run`, or the pipeline root of Vertex AI or
+    Kubeflow Pipelines runs (local or gs://): there the newest finished Evaluator is
+    found in <root>/<project number>/<job>/Evaluator_<id>/evaluation. The report
+    covers that evaluation and is written as report.md, report.json and PNG figures.
     """
+    from components import filesystem
     from components.report.results import EvaluationError
     from pipeline.runs import RunFolderError
 
+    if not filesystem.is_remote(run_dir) and not Path(run_dir).is_dir():
+        raise click.BadParameter(f"{run_dir!r} is not a folder", param_hint="RUN_DIR")
     try:
-        summary, out_dir = write_run_report(run_dir, out)
+        summary, out_dir = write_run_report(run_dir, out, job_name=job_name)
     except (RunFolderError, EvaluationError) as exc:
         raise click.ClickException(str(exc)) from None
     for line in headline(summary):

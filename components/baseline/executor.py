@@ -1,0 +1,73 @@
+"""Executor of ServedModelBaseline: copies the newest served version into a Model artifact."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils, path_utils
+
+from components.baseline import served
+
+MODEL_KEY = "model"
+SERVING_DIR_KEY = "serving_dir"
+SERVED_VERSION_KEY = "served_version"
+
+# Custom properties of the output Model artifact.
+SERVED_VERSION_PROPERTY = "served_version"  # "" when nothing is served: no model
+SERVED_PATH_PROPERTY = "served_path"
+SERVED_DIGEST_PROPERTY = "served_digest"
+SERVED_MODEL_URI_PROPERTY = "served_model_uri"  # the pushed Model artifact, when recorded
+
+_LOG = logging.getLogger(__name__)
+
+
+def is_empty(model: types.Artifact) -> bool:
+    """True for a baseline artifact that holds no model (nothing was served)."""
+    return (
+        model.has_custom_property(SERVED_VERSION_PROPERTY)
+        and not model.get_string_custom_property(SERVED_VERSION_PROPERTY)
+    )
+
+
+class Executor(base_executor.BaseExecutor):
+    """Hands the newest served version over as a Model, or marks the Model empty.
+
+    The SavedModel is copied to ``<uri>/Format-Serving``, where TFX's Evaluator and
+    Pusher look for a Trainer's model. The ``served_version`` execution property is
+    the cache key only: the version copied is always the newest when this runs, and
+    its name is recorded on the artifact.
+    """
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
+        serving_dir = exec_properties[SERVING_DIR_KEY]
+        newest = served.newest_served(serving_dir)
+        if newest is None:
+            model.set_string_custom_property(SERVED_VERSION_PROPERTY, "")
+            _LOG.info("No model served in %s: no baseline", serving_dir)
+            return
+        expected = exec_properties.get(SERVED_VERSION_KEY)
+        if expected and expected != newest.version:
+            _LOG.info("Served version %s replaced %s since the run started",
+                      newest.version, expected)
+        copy = path_utils.serving_model_dir(model.uri)
+        io_utils.copy_dir(newest.path, copy)
+        model.set_string_custom_property(SERVED_VERSION_PROPERTY, newest.version)
+        model.set_string_custom_property(SERVED_PATH_PROPERTY, newest.path)
+        model.set_string_custom_property(SERVED_DIGEST_PROPERTY, served.saved_model_digest(copy))
+        record = served.read_push_record(newest.path)
+        if record.get(served.RECORD_MODEL_URI):
+            model.set_string_custom_property(
+                SERVED_MODEL_URI_PROPERTY, str(record[served.RECORD_MODEL_URI])
+            )
+        _LOG.info("Baseline: served version %s from %s", newest.version, newest.path)

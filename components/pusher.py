@@ -1,0 +1,110 @@
+"""The Pusher: TFX's filesystem Pusher that never pushes the model already served.
+
+A blessed candidate is pushed as TFX's Pusher pushes it (a new numbered version
+folder in the serving folder, TF Serving's layout), unless it is the model the
+newest served version already holds: the same Model artifact (its URI, from the
+version's push record) or the same SavedModel files (content digest). Then nothing
+is written, and the PushedModel artifact is marked not pushed (``pushed`` 0, as for
+an unblessed model) with ``not_pushed_reason`` and ``served_version``. Every push
+leaves a push record in its version folder (:mod:`components.baseline.served`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tfx import types
+from tfx import v1 as tfx
+from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+from components.baseline import served
+
+PUSHED_PROPERTY = "pushed"
+PUSHED_DESTINATION_PROPERTY = "pushed_destination"
+PUSHED_VERSION_PROPERTY = "pushed_version"
+NOT_PUSHED_REASON_PROPERTY = "not_pushed_reason"
+SERVED_VERSION_PROPERTY = "served_version"
+ALREADY_SERVED = "already served"
+
+_LOG = logging.getLogger(__name__)
+
+
+def _serving_dir(exec_properties: dict[str, Any]) -> str | None:
+    destination = pusher_pb2.PushDestination()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination
+    )
+    if destination.WhichOneof("destination") != "filesystem":
+        return None
+    return destination.filesystem.base_directory
+
+
+class Executor(pusher_executor.Executor):
+    """TFX's Pusher executor, skipping a candidate identical to the newest served version."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY]
+        )
+        serving_dir = _serving_dir(exec_properties)
+        newest = served.newest_served(serving_dir) if serving_dir else None
+        if newest is not None and self.CheckBlessing(input_dict):
+            why = self._same_as_served(input_dict, newest)
+            if why:
+                self._MarkNotPushed(model_push)
+                model_push.set_string_custom_property(
+                    NOT_PUSHED_REASON_PROPERTY, f"{ALREADY_SERVED}: {why}"
+                )
+                model_push.set_string_custom_property(SERVED_VERSION_PROPERTY, newest.version)
+                _LOG.info("Not pushed: the model is already served as version %s (%s)",
+                          newest.version, newest.path)
+                return
+        super().Do(input_dict, output_dict, exec_properties)
+        if model_push.get_int_custom_property(PUSHED_PROPERTY) and serving_dir:
+            self._record_push(input_dict, model_push)
+
+    def _candidate(self, input_dict: dict[str, list[types.Artifact]]) -> types.Artifact | None:
+        models = input_dict.get(standard_component_specs.MODEL_KEY)
+        return artifact_utils.get_single_instance(models) if models else None
+
+    def _same_as_served(
+        self, input_dict: dict[str, list[types.Artifact]], newest: served.ServedVersion
+    ) -> str | None:
+        """Why the candidate is the served model (same artifact, same files), or None."""
+        candidate = self._candidate(input_dict)
+        record = served.read_push_record(newest.path)
+        if candidate is not None and record.get(served.RECORD_MODEL_URI) == candidate.uri:
+            return f"same model {candidate.uri}"
+        digest = served.saved_model_digest(self.GetModelPath(input_dict))
+        if digest == served.saved_model_digest(newest.path):
+            return f"same SavedModel files (sha256 {digest})"
+        return None
+
+    def _record_push(
+        self, input_dict: dict[str, list[types.Artifact]], model_push: types.Artifact
+    ) -> None:
+        destination = model_push.get_string_custom_property(PUSHED_DESTINATION_PROPERTY)
+        if served.read_push_record(destination):
+            return  # TFX found the version folder there already and copied nothing
+        candidate = self._candidate(input_dict)
+        record = {served.RECORD_DIGEST: served.saved_model_digest(destination)}
+        if candidate is not None:
+            record[served.RECORD_MODEL_URI] = candidate.uri
+            record[served.RECORD_MODEL_ID] = candidate.id
+        served.write_push_record(destination, record)
+
+
+class Pusher(tfx.components.Pusher):
+    """TFX's Pusher (component id ``Pusher``) running :class:`Executor`."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
