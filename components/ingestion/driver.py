@@ -9,21 +9,17 @@ image file, plus the catalogue's content), which the cache key includes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
-from tfx.dsl.components.base import base_driver
-from tfx.orchestration import data_types, data_types_utils, metadata
-from tfx.orchestration.portable import base_driver as portable_base_driver
-from tfx.orchestration.portable import data_types as portable_data_types
-from tfx.proto.orchestration import driver_output_pb2
 
 from components import filesystem
 from components.catalogue import Catalogue, load_catalogue
+from components.drivers import ComputedPropertyDriver
 from components.ingestion import beam_stages
 from components.ingestion.executor import FINGERPRINT_KEY
 
@@ -74,34 +70,11 @@ def fingerprint_from_properties(exec_properties: dict[str, Any]) -> str:
     return input_fingerprint(catalogue, units)
 
 
-class Driver(base_driver.BaseDriver, portable_base_driver.BaseDriver):
-    """Adds ``input_fingerprint`` to the execution properties (legacy and IR runners)."""
+class Driver(ComputedPropertyDriver):
+    """Adds ``input_fingerprint`` to the execution properties and the Examples."""
 
-    def __init__(self, metadata_handle: metadata.Metadata) -> None:
-        base_driver.BaseDriver.__init__(self, metadata_handle)
-        portable_base_driver.BaseDriver.__init__(self, metadata_handle)
+    KEY = FINGERPRINT_KEY
+    TAG_OUTPUTS = True
 
-    def resolve_exec_properties(
-        self,
-        exec_properties: dict[str, Any],
-        pipeline_info: data_types.PipelineInfo,
-        component_info: data_types.ComponentInfo,
-    ) -> dict[str, Any]:
-        exec_properties[FINGERPRINT_KEY] = fingerprint_from_properties(exec_properties)
-        return exec_properties
-
-    def run(
-        self, execution_info: portable_data_types.ExecutionInfo
-    ) -> driver_output_pb2.DriverOutput:
-        result = driver_output_pb2.DriverOutput()
-        fingerprint = fingerprint_from_properties(dict(execution_info.exec_properties))
-        for key, value in execution_info.exec_properties.items():
-            if value is not None:
-                data_types_utils.set_metadata_value(result.exec_properties[key], value)
-        result.exec_properties[FINGERPRINT_KEY].string_value = fingerprint
-        for key, artifacts in execution_info.output_dict.items():
-            for artifact in artifacts:
-                output = copy.deepcopy(artifact.mlmd_artifact)
-                output.custom_properties[FINGERPRINT_KEY].string_value = fingerprint
-                result.output_artifacts[key].artifacts.append(output)
-        return result
+    def compute(self, exec_properties: Mapping[str, Any]) -> str:
+        return fingerprint_from_properties(dict(exec_properties))
