@@ -474,6 +474,7 @@ def vertex_placement(settings: ClusterSettings):
     """Trainer on a Vertex AI training job; a Vertex AI endpoint pusher when asked for."""
     from tfx import v1 as tfx
 
+    from components.pusher import EndpointPusher
     from pipeline.pipeline import Placement
 
     cloud = tfx.extensions.google_cloud_ai_platform
@@ -497,7 +498,7 @@ def vertex_placement(settings: ClusterSettings):
     return Placement(
         trainer_component=cloud.Trainer,
         trainer_custom_config=trainer_config,
-        endpoint_pusher_component=cloud.Pusher,
+        endpoint_pusher_component=EndpointPusher,
         endpoint_pusher_custom_config=pusher_config,
     )
 

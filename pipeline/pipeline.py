@@ -160,11 +160,15 @@ def _evaluate_and_push(config: PipelineConfig, examples, trainer, placement: Pla
     )
     pushers = [pusher]
     if placement.endpoint_pusher_component is not None:
-        pushers.append(
-            placement.endpoint_pusher_component(
-                model=trainer.outputs["model"],
-                model_blessing=evaluator.outputs["blessing"],
-                custom_config=dict(placement.endpoint_pusher_custom_config),
-            ).with_id(ENDPOINT_PUSHER_ID)
-        )
+        from components.pusher import SERVING_DIR_CONFIG
+
+        endpoint = placement.endpoint_pusher_component(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            custom_config={**placement.endpoint_pusher_custom_config,
+                           SERVING_DIR_CONFIG: config.serving_root},
+        ).with_id(ENDPOINT_PUSHER_ID)
+        # It compares with the serving folder as the Pusher found it, so it goes first.
+        pusher.add_upstream_node(endpoint)
+        pushers.insert(0, endpoint)
     return [baseline, evaluator, *pushers]

@@ -232,3 +232,42 @@ def test_pusher_leaves_an_unblessed_model_to_tfx(tmp_path, keras_models):
     assert push.get_int_custom_property(PUSHED_PROPERTY) == 0
     assert not push.has_custom_property(NOT_PUSHED_REASON_PROPERTY)
     assert [p.name for p in serving.iterdir()] == ["1000"]
+
+
+def test_endpoint_pusher_skips_the_model_already_served(tmp_path, keras_models, monkeypatch):
+    """The Vertex AI endpoint gets a blessed model unless the serving folder serves it."""
+    from tfx.extensions.google_cloud_ai_platform import runner
+
+    from components.pusher import SERVING_DIR_CONFIG, EndpointExecutor
+
+    deployed = []
+    monkeypatch.setattr(runner, "deploy_model_for_aip_prediction",
+                        lambda **kwargs: deployed.append(kwargs) or "endpoint/model")
+    serving = tmp_path / "serving"
+    shutil.copytree(keras_models[0], serving / "1000")
+    config = {
+        "ai_platform_enable_vertex": True, "ai_platform_vertex_region": "europe-west4",
+        "ai_platform_vertex_container_image_uri": "europe-docker.pkg.dev/serving:1",
+        "ai_platform_serving_args": {"project_id": "my-gcp-project",
+                                     "endpoint_name": "marco"},
+        SERVING_DIR_CONFIG: str(serving),
+    }
+
+    def push(model, out):
+        blessing = standard_artifacts.ModelBlessing()
+        blessing.set_int_custom_property("blessed", 1)
+        pushed = standard_artifacts.PushedModel()
+        pushed.uri = str(out)
+        EndpointExecutor().Do({"model": [model], "model_blessing": [blessing]},
+                              {"pushed_model": [pushed]},
+                              {"custom_config": json.dumps(config)})
+        return pushed
+
+    same = push(_trained_model(tmp_path / "m1", keras_models[0]), tmp_path / "p1")
+    assert same.get_int_custom_property(PUSHED_PROPERTY) == 0
+    assert same.get_string_custom_property(NOT_PUSHED_REASON_PROPERTY).startswith(
+        "already served: same SavedModel files")
+    assert deployed == []
+    other = push(_trained_model(tmp_path / "m2", keras_models[1], 2), tmp_path / "p2")
+    assert other.get_int_custom_property(PUSHED_PROPERTY) == 1
+    assert len(deployed) == 1

@@ -61,7 +61,7 @@ BASELINE = "ServedModelBaseline"
 TAG = IMAGE.split("@")[0] + ":v1"
 DIGEST = IMAGE.split("@")[1]
 VERTEX_TRAINER = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
-VERTEX_PUSHER = "tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor"
+VERTEX_PUSHER = "components.pusher.EndpointExecutor"
 
 
 def _write_settings(folder: Path, data: dict) -> Path:
@@ -130,6 +130,8 @@ def test_every_component_is_there_with_its_dependencies(compiled):
     for pusher in ("Pusher", "EndpointPusher"):
         assert _producer(job, pusher, "model") == "Trainer"
         assert _producer(job, pusher, "model_blessing") == "Evaluator"
+    # The endpoint pusher sees the serving folder before the Pusher adds to it.
+    assert "EndpointPusher" in tasks["Pusher"]["dependentTasks"]
     assert job["pipelineSpec"]["pipelineInfo"]["name"] == "marco"
     assert job["pipelineSpec"]["schemaVersion"] == "2.1.0"
     assert job["runtimeConfig"]["gcsOutputDirectory"] == ROOT
@@ -216,6 +218,8 @@ def test_blessed_models_go_to_the_serving_folder_and_the_endpoint(compiled):
     assert _executor(job, "EndpointPusher")["container"]["args"][:2] == [
         "--executor_class_path", VERTEX_PUSHER]
     config = json.loads(_constant(job, "EndpointPusher", "custom_config"))
+    # It skips the model already served, as the Pusher does, in the same folder.
+    assert config["marco_serving_dir"] == f"{ROOT}/serving"
     assert config["ai_platform_enable_vertex"] is True
     assert config["ai_platform_vertex_region"] == "europe-west4"
     assert config["ai_platform_serving_args"] == {
