@@ -2,10 +2,11 @@
 
 Generates a fresh synthetic data set (by default 1500 images at a quarter of full
 size), reduces every image to two numbers, the mean and the standard deviation of
-its grey levels, and trains simple classifiers on a stratified train split. The
-held-out accuracy should stay well under 60% (the majority-class rate is printed for
-context); a classifier that needs only brightness would make the benchmark data
-useless for judging a CNN.
+its grey levels, and trains simple classifiers on a stratified train split (the
+method of :mod:`components.brightness_baseline`, which ``marco demo`` also runs on
+its own data set and split). The held-out accuracy should stay well under 60% (the
+majority-class rate is printed for context); a classifier that needs only brightness
+would make the benchmark data useless for judging a CNN.
 
 Run: ``.venv/bin/python benchmarks/brightness_baseline.py [--images 1500 --scale 0.25]``.
 """
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import click
 import numpy as np
-from PIL import Image
 
 import components  # noqa: F401  (process set-up before anything else)
+from components.brightness_baseline import FEATURES, brightness_features, score_classifiers
 from components.catalogue import load_catalogue
 from components.names import CLASS_NAMES
 from components.synth.writer import generate, make_plan
@@ -30,46 +31,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "brightness_baseline.jso
 TARGET = 0.60
 
 
-def brightness_features(paths: list[Path]) -> np.ndarray:
-    """(n, 2) array: mean and standard deviation of each image's grey levels."""
-    feats = np.empty((len(paths), 2), dtype=np.float64)
-    for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            grey = np.asarray(img.convert("L"), dtype=np.float32)
-        feats[i] = grey.mean(), grey.std()
-    return feats
-
-
 def evaluate(features: np.ndarray, labels: np.ndarray, seed: int) -> dict:
-    """Held-out accuracy of three brightness-only classifiers, and the majority rate."""
-    from sklearn.linear_model import LogisticRegression
+    """Held-out accuracy of the brightness-only classifiers on a stratified 70/30 split."""
     from sklearn.model_selection import train_test_split
-    from sklearn.naive_bayes import GaussianNB
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     x_train, x_test, y_train, y_test = train_test_split(
         features, labels, test_size=0.3, random_state=seed, stratify=labels
     )
-    models = {
-        "gaussian_nb": GaussianNB(),
-        "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-        "knn_15": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=15)),
-    }
-    scores = {}
-    for name, model in models.items():
-        model.fit(x_train, y_train)
-        scores[name] = float((model.predict(x_test) == y_test).mean())
-    counts = np.bincount(y_test, minlength=len(CLASS_NAMES))
-    return {
-        "accuracy": scores,
-        "best_accuracy": max(scores.values()),
-        "majority_class": CLASS_NAMES[int(counts.argmax())],
-        "majority_rate": float(counts.max() / counts.sum()),
-        "train_images": len(y_train),
-        "test_images": len(y_test),
-    }
+    return score_classifiers(x_train, y_train, x_test, y_test)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -101,7 +70,7 @@ def main(images: int, scale: float, seed: int, workers: int | None, output: Path
             "images": images,
             "scale": scale,
             "seed": seed,
-            "features": ["mean", "std"],
+            "features": list(FEATURES),
             "target": f"best_accuracy < {TARGET}",
             "passed": result["best_accuracy"] < TARGET,
             "generation_seconds": round(elapsed, 2),

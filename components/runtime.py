@@ -18,7 +18,7 @@ LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
 
 
 def configure() -> None:
-    """Select Keras 2 and quieten start-up noise; must run before TensorFlow loads.
+    """Select Keras 2 and TensorFlow's C++ log level; must run before TensorFlow loads.
 
     Raises:
         RuntimeError: if Keras 3 was already loaded (``tf.keras`` touched without the
@@ -31,7 +31,11 @@ def configure() -> None:
             f"export {LEGACY_KERAS_VARIABLE}=1."
         )
     os.environ[LEGACY_KERAS_VARIABLE] = "1"
-    # Child processes (Beam's multi-processing workers, TFX executors) inherit this.
+    # TensorFlow's C++ logging reads this as it loads, here and in the processes this
+    # one starts (Beam's multi-processing workers, TFX executors), which inherit it:
+    # 2 drops INFO and WARNING lines and keeps errors, which `marco run`, `demo` and
+    # `score` send to their log with the rest of stderr (pipeline.local); 3 would
+    # drop errors too.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # google-api-core warns on every import under Python 3.10, which TFX 1.16 requires.
     warnings.filterwarnings(

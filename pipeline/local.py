@@ -9,19 +9,31 @@ finds its ML Metadata, reuses cached results and resumes an interrupted training
     RUN_DIR/serving/          pushed models, one numbered version each (TF Serving)
     RUN_DIR/trainer-backup/   the Trainer's preemption checkpoints
     RUN_DIR/run.log           the full log of every run
+
+While a command runs, :func:`console_and_log` sends everything this process and the
+processes it starts write (log records, Python warnings, TensorFlow's C++ messages,
+Beam workers' output) to the log file; the console gets the lines the command writes
+through its :class:`Console`, the warnings the project's own code logs and progress
+bars.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import re
+import sys
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from pipeline.config import PipelineConfig, Preset
+if TYPE_CHECKING:  # imported where used: commands import this module before routing
+    from pipeline.config import PipelineConfig, Preset
 
 METADATA_FILE = "metadata.sqlite"
 PIPELINE_DIR = "pipeline"
@@ -29,11 +41,22 @@ SERVING_DIR = "serving"
 BACKUP_DIR = "trainer-backup"
 LOG_FILE = "run.log"
 
+# Loggers of the project's own code: their warnings and errors are shown on the
+# console, and their INFO records (the Trainer's replicas and schedule, a resumed
+# checkpoint, the decoded-image cache) go to the log.
+PROJECT_LOGGERS = ("components", "pipeline", "kubeflow")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# LocalDagRunner (TFX 1.16) calls no hook when a component starts, is reused from the
+# cache or ends: the launcher's own log lines are its only account of that, so they
+# are read here.
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 _CACHED = re.compile(r"A cached execution \d+ is used\.")
-# Keras' epoch lines (``Epoch 12/60``, then ``42/42 - 7s - loss: 0.83 - accuracy: 0.73
-# - ...``), which reach logging once interactive logging is off.
+# The Trainer's module code (components/trainer) adds no callback that reports epochs
+# to this process; Keras' progress bar reports them, as two lines per epoch (``Epoch
+# 12/60``, then ``42/42 - 7s - loss: 0.83 - accuracy: 0.73 - ...``; no ``Epoch`` line
+# when training is one epoch), which reach logging once interactive logging is off.
 _EPOCH = re.compile(r"Epoch (\d+)/(\d+)$")
 _NUMBER = r"(nan|inf|\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
 _EPOCH_END = re.compile(rf"\d+/\d+ - .*?\bloss: {_NUMBER}.*?\baccuracy: {_NUMBER}")
@@ -63,6 +86,8 @@ def local_config(
     **overrides,
 ) -> PipelineConfig:
     """The configuration of a local run whose every output lives under ``run_dir``."""
+    from pipeline.config import PipelineConfig
+
     run_dir = Path(run_dir).resolve()
     return PipelineConfig(
         pipeline_root=str(run_dir / PIPELINE_DIR),
@@ -73,6 +98,181 @@ def local_config(
         beam_pipeline_args=local_beam_args(workers),
         **overrides,
     )
+
+
+# ----------------------------------------------------------------------------- console
+
+
+@dataclasses.dataclass
+class Console:
+    """The terminal a command writes its own lines to while its output is routed.
+
+    ``out`` and ``err`` are the standard output and error the command started with.
+    """
+
+    out: TextIO
+    err: TextIO
+    log_path: Path
+
+    def echo(self, line: str = "") -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+class ProjectWarnings(logging.Handler):
+    """Shows warnings and errors that the project's own code logs, one line each.
+
+    Records that carry an exception are left to the log: the command that catches
+    the exception reports it.
+    """
+
+    def __init__(self, echo: Callable[[str], None]):
+        super().__init__(level=logging.WARNING)
+        self.echo = echo
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.split(".")[0] not in PROJECT_LOGGERS or record.exc_info:
+            return
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call must never stop a run
+            return
+        self.echo(f"{record.levelname.lower()}: {message.splitlines()[0]}")
+
+
+def _terminal_copy(stream: TextIO) -> TextIO:
+    """A stream to where ``stream`` writes now, unaffected when its descriptor moves.
+
+    A stream with no descriptor of its own (a test runner's capture) is returned as
+    it is: moving descriptors 1 and 2 does not reach it.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stream
+    stream.flush()
+    return open(  # closed when the routing ends
+        os.dup(fd), "w", buffering=1, encoding=getattr(stream, "encoding", None) or "utf-8",
+        errors=getattr(stream, "errors", None) or "strict",
+    )
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` while routed: the warning becomes a log record."""
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    logging.getLogger("py.warnings").warning("%s", text.rstrip())
+
+
+_active: Console | None = None
+
+
+@contextlib.contextmanager
+def console_and_log(log_path: Path) -> Iterator[Console]:
+    """Routes this process's output, and that of the processes it starts, to a log file.
+
+    Inside the block, file descriptors 1 and 2 point at ``log_path`` (opened for
+    appending), so C++ messages (TensorFlow's, gRPC's) and everything Beam and TFX
+    worker processes print land there; ``sys.stdout`` writes there too. Log records
+    of every logger go there with a time stamp (INFO and up for absl, which TFX and
+    Keras log through, and for the project's loggers), and so do Python warnings,
+    exceptions ignored in ``__del__`` methods and uncaught exceptions of threads.
+
+    The console keeps what the command writes through the yielded :class:`Console`,
+    one line for each warning or error the project's own code logs, and
+    ``sys.stderr`` of this process (progress bars). Enter it before TensorFlow is
+    imported: the messages TensorFlow prints as it loads are then routed too.
+
+    Nested calls reuse the routing already in place.
+    """
+    global _active
+    if _active is not None:
+        yield _active
+        return
+    from absl import logging as absl_logging
+
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    console = Console(_terminal_copy(sys.stdout), _terminal_copy(sys.stderr), log_path)
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            stream.flush()
+    saved_fds = []
+    for fd in (1, 2):
+        try:
+            saved_fds.append((fd, os.dup(fd)))
+        except OSError:  # not open in this process: nothing of ours writes to it
+            continue
+        os.dup2(log_fd, fd)
+    log_stream = open(log_fd, "w", buffering=1, encoding="utf-8",  # noqa: SIM115
+                      errors="backslashreplace")
+
+    root = logging.getLogger()
+    file_handler = logging.StreamHandler(log_stream)
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    warnings_handler = ProjectWarnings(console.echo)
+    # Handlers already in place write to the terminal (or to a test's capture); while
+    # routed, the log file has every record once, with its time.
+    muted = {handler: handler.level for handler in root.handlers}
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            for handler in logger.handlers:
+                if getattr(handler, "stream", None) in (
+                    sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
+                ):
+                    muted[handler] = handler.level
+    for handler in muted:
+        handler.setLevel(logging.CRITICAL + 1)
+    root.addHandler(file_handler)
+    root.addHandler(warnings_handler)
+    levels = {}
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        levels[logger] = logger.level
+        logger.setLevel(logging.INFO)
+    # absl's verbosity flag, not only its logger's level: TensorFlow sets the flag and
+    # back while it saves a SavedModel, which sets the logger's level from the flag.
+    absl_verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    saved_streams = sys.stdout, sys.stderr
+    saved_hooks = sys.unraisablehook, threading.excepthook, warnings.showwarning
+    warnings.showwarning = _log_warning
+    sys.unraisablehook = lambda unraisable: logging.getLogger("py.unraisable").warning(
+        "%s: %r", unraisable.err_msg or "Exception ignored in", unraisable.object,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+    )
+    threading.excepthook = lambda args: logging.getLogger("py.threads").error(
+        "uncaught exception in thread %s", getattr(args.thread, "name", "?"),
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+    sys.stdout, sys.stderr = log_stream, console.err
+    _active = console
+    try:
+        yield console
+    finally:
+        _active = None
+        sys.stdout, sys.stderr = saved_streams
+        sys.unraisablehook, threading.excepthook, warnings.showwarning = saved_hooks
+        absl_logging.set_verbosity(absl_verbosity)
+        for logger, level in levels.items():
+            logger.setLevel(level)
+        root.removeHandler(warnings_handler)
+        root.removeHandler(file_handler)
+        for handler, level in muted.items():
+            handler.setLevel(level)
+        for stream in (log_stream, console.out, console.err):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        for fd, saved in saved_fds:
+            os.dup2(saved, fd)
+            os.close(saved)
+        log_stream.close()
+        for stream in (console.out, console.err):
+            if stream not in saved_streams:
+                stream.close()
+
+
+# ----------------------------------------------------------------------------- progress
 
 
 @dataclasses.dataclass
@@ -89,8 +289,7 @@ class ProgressHandler(logging.Handler):
 
     ``echo`` receives lines such as ``[3/10] StatisticsGen running`` and
     ``[3/10] StatisticsGen done in 12 s``, and, while a model trains, about every
-    tenth of the epochs, ``[6/10] Trainer epoch 12/60: loss 0.830, accuracy 0.733``;
-    warnings and errors are passed on as they are.
+    tenth of the epochs, ``[6/10] Trainer epoch 12/60: loss 0.830, accuracy 0.733``.
     """
 
     def __init__(self, node_ids: list[str], echo: Callable[[str], None]):
@@ -138,8 +337,6 @@ class ProgressHandler(logging.Handler):
             node.seconds = time.monotonic() - self._started
             how = "reused from cache" if node.cached else f"done in {node.seconds:.0f} s"
             self.echo(f"{self._position(node.name)} {how}")
-        elif record.levelno >= logging.WARNING and "tfx" in record.pathname:
-            self.echo(f"{record.levelname.lower()}: {message.splitlines()[0]}")
 
 
 def run_local(
@@ -151,64 +348,35 @@ def run_local(
 ) -> dict[str, NodeProgress]:
     """Runs the pipeline with LocalDagRunner; returns what happened to each component.
 
+    Everything the run logs and prints goes to ``run_dir/run.log`` (see
+    :func:`console_and_log`); ``echo`` gets a line as each component starts and ends,
+    and the Trainer's condensed epochs.
+
     Raises whatever the failing component raised, after logging it to ``run.log``.
     """
-    from absl import logging as absl_logging
-    from tfx import v1 as tfx
-
-    from pipeline.pipeline import create_pipeline
-
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = create_pipeline(config, metadata_config(run_dir), through=through)
-    node_ids = [component.id for component in pipeline.components]
-
-    absl_logger = logging.getLogger("absl")
-    absl_logging.set_verbosity(absl_logging.INFO)
-    file_handler = logging.FileHandler(run_dir / LOG_FILE)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    progress = ProgressHandler(node_ids, echo or (lambda line: None))
-    root_logger = logging.getLogger()
-    # The project's own modules log at INFO what a person checks afterwards (the
-    # Trainer's replicas and schedule, a resumed checkpoint, the decoded-image cache).
-    project_logger = logging.getLogger("components")
-    saved_project_level = project_logger.level
-    project_logger.setLevel(logging.INFO)
-    saved_propagate = absl_logger.propagate
-    saved_levels = {h: h.level for h in root_logger.handlers}
-    absl_logger.addHandler(file_handler)
-    absl_logger.addHandler(progress)
-    keras_was_interactive = None
-    if echo is not None:
-        # The console gets the progress lines and errors; everything else that TFX,
-        # Beam and TFDV log (warnings included) goes to run.log. Keras' epoch lines
-        # too: with interactive logging off it logs them instead of printing, and the
-        # progress handler condenses them.
+    with console_and_log(run_dir / LOG_FILE):
         import tensorflow as tf
+        from tfx import v1 as tfx
 
+        from pipeline.pipeline import create_pipeline
+
+        pipeline = create_pipeline(config, metadata_config(run_dir), through=through)
+        node_ids = [component.id for component in pipeline.components]
+        progress = ProgressHandler(node_ids, echo or (lambda line: None))
+        absl_logger = logging.getLogger("absl")
+        absl_logger.addHandler(progress)
+        # With interactive logging off Keras logs its epoch lines instead of printing
+        # them: they reach run.log and the progress handler.
         keras_was_interactive = tf.keras.utils.is_interactive_logging_enabled()
         tf.keras.utils.disable_interactive_logging()
-        absl_logger.propagate = False
-        root_logger.addHandler(file_handler)
-        for handler in saved_levels:
-            handler.setLevel(max(handler.level, logging.ERROR))
-    else:
-        project_logger.addHandler(file_handler)
-    try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except BaseException:
-        absl_logger.exception("the pipeline stopped")
-        raise
-    finally:
-        absl_logger.removeHandler(file_handler)
-        absl_logger.removeHandler(progress)
-        root_logger.removeHandler(file_handler)
-        project_logger.removeHandler(file_handler)
-        project_logger.setLevel(saved_project_level)
-        absl_logger.propagate = saved_propagate
-        for handler, level in saved_levels.items():
-            handler.setLevel(level)
-        if keras_was_interactive:
-            tf.keras.utils.enable_interactive_logging()
-        file_handler.close()
+        try:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
+        except BaseException:
+            absl_logger.exception("the pipeline stopped")
+            raise
+        finally:
+            absl_logger.removeHandler(progress)
+            if keras_was_interactive:
+                tf.keras.utils.enable_interactive_logging()
     return progress.nodes

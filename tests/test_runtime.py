@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 PROBE = (
     "import os, tensorflow as tf, tf_keras; "
     "print(tf_keras.__version__, tf.keras.Model.__module__.split('.')[0], "

@@ -114,6 +114,7 @@ def test_class_weights_counts_and_inverse_frequency(data):
     assert total == pytest.approx(531)
 
 
+@pytest.mark.slow
 def test_training_learns_and_export_answers(data, tmp_path):
     config = dataclasses.replace(TINY, learning_rate=0.005, ema_decay=0.9)
     _, before = train_model(config, str(data / "train*"), str(data / "eval*"),
@@ -152,6 +153,7 @@ def test_serving_size_is_the_scale_training_patches_were_cut_at():
     assert dataclasses.replace(TINY, crop_scale=1.0).serving_size == 75
 
 
+@pytest.mark.slow
 def test_model_is_evaluated_and_exported_at_the_serving_size(data, tmp_path):
     strategy = tf.distribute.get_strategy()
     trained = build_classifier(TINY)
@@ -210,6 +212,7 @@ class _StepProbe(tf.keras.callbacks.Callback):
         self.steps += 1
 
 
+@pytest.mark.slow
 def test_resume_after_preemption(data, tmp_path, monkeypatch):
     backup = tmp_path / "backup"
     original_fit = tf.keras.Model.fit

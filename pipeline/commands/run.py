@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 PRESET_NAMES = ("tiny", "demo", "paper")
 
+_LOG = logging.getLogger(__name__)
 
-def quiet_environment() -> None:
-    """Keeps library deprecation chatter out of the console, in Beam's workers too."""
-    import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    ignore = "ignore::FutureWarning,ignore::DeprecationWarning"
-    os.environ["PYTHONWARNINGS"] = ignore
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+def failure_message(exc: BaseException, log_path: Path,
+                    what: str = "the pipeline stopped") -> str:
+    """One line for an exception that stopped a run, and where its traceback is."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    # Beam puts a worker's whole traceback in its exception's text: its last line
+    # names the error.
+    detail = (lines[-1] if lines[0].startswith("Traceback") else lines[0]) if lines else ""
+    name = type(exc).__name__
+    return (f"{what}: {name}: {detail.strip()}" if detail else f"{what}: {name}"
+            ) + f"\nfull traceback: {log_path}"
 
 
 def run_pipeline(
@@ -35,38 +39,64 @@ def run_pipeline(
     accuracy_floor: float | None = None,
     eval_percent: int = 10,
     report_context: dict | None = None,
+    summary_lines: Callable[[dict], list[str]] | None = None,
 ) -> dict:
-    """Runs the pipeline into ``out`` and writes its report; returns the report summary."""
-    from pipeline.commands.report import headline, write_run_report
-    from pipeline.config import PRESETS
-    from pipeline.local import local_config, run_local
+    """Runs the pipeline into ``out`` and writes its report; returns the report summary.
 
-    preset = PRESETS[preset_name]
-    changes = {}
-    if train_steps is not None:
-        changes["train_steps"] = train_steps
-    if accuracy_floor is not None:
-        changes["accuracy_floor"] = accuracy_floor
-    preset = dataclasses.replace(preset, **changes)
-    config = local_config(
-        out, preset,
-        data_dir=str(data.resolve()) if data else None,
-        marco_shards=marco_shards,
-        catalogue_dir=str(catalogue.resolve()) if catalogue else None,
-        eval_percent=eval_percent,
-        workers=workers,
-    )
-    click.echo(f"running the MARCO pipeline ({preset.name} preset) into {out}; "
-               f"full log: {out / 'run.log'}")
-    started = time.monotonic()
-    run_local(config, out, echo=click.echo)
-    summary, report_dir = write_run_report(
-        out, extra={"preset": preset.name, **(report_context or {})}
-    )
-    click.echo(f"\nfinished in {time.monotonic() - started:.0f} s")
-    for line in headline(summary):
-        click.echo(line)
-    click.echo(f"report: {report_dir / 'report.md'}")
+    The console gets where the log is, a line per component, the Trainer's condensed
+    epochs and ``summary_lines(summary)`` (default: the report's headline); everything
+    else goes to ``out/run.log``.
+
+    Raises:
+        click.ClickException: when the data fail validation or a component fails (the
+            traceback is in run.log).
+    """
+    from pipeline.local import LOG_FILE, console_and_log
+
+    log_path = out / LOG_FILE
+    with console_and_log(log_path) as console:
+        console.echo(f"running the MARCO pipeline ({preset_name} preset) into {out}; "
+                     f"full log: {log_path}")
+        started = time.monotonic()
+        from components.anomaly_gate import DataAnomalies
+        from pipeline.commands.report import headline, write_run_report
+        from pipeline.config import PRESETS
+        from pipeline.local import local_config, run_local
+
+        preset = PRESETS[preset_name]
+        changes = {}
+        if train_steps is not None:
+            changes["train_steps"] = train_steps
+        if accuracy_floor is not None:
+            changes["accuracy_floor"] = accuracy_floor
+        preset = dataclasses.replace(preset, **changes)
+        config = local_config(
+            out, preset,
+            data_dir=str(data.resolve()) if data else None,
+            marco_shards=marco_shards,
+            catalogue_dir=str(catalogue.resolve()) if catalogue else None,
+            eval_percent=eval_percent,
+            workers=workers,
+        )
+        try:
+            run_local(config, out, echo=console.echo)  # logs what stopped it
+        except DataAnomalies as exc:
+            raise click.ClickException(
+                f"the data failed validation; nothing was trained.\n{exc}") from None
+        except Exception as exc:
+            raise click.ClickException(failure_message(exc, log_path)) from None
+        try:
+            summary, report_dir = write_run_report(
+                out, extra={"preset": preset.name, **(report_context or {})}
+            )
+        except Exception as exc:
+            _LOG.exception("the report could not be written")
+            what = "the run ended but its report could not be written"
+            raise click.ClickException(failure_message(exc, log_path, what)) from None
+        console.echo(f"\nfinished in {time.monotonic() - started:.0f} s")
+        for line in (summary_lines or headline)(summary):
+            console.echo(line)
+        console.echo(f"report: {report_dir / 'report.md'}")
     return summary
 
 
@@ -95,18 +125,11 @@ def run(data, marco_shards, preset_name, out, catalogue, workers, train_steps,
         accuracy_floor, eval_percent) -> None:
     """Run ingestion, validation, training, evaluation and push; write the report.
 
-    Shows each component as it runs; ends with the accuracy, where the model was
-    pushed and the report's path.
+    Shows where the full log is (OUT/run.log), each component as it runs; ends with
+    the accuracy, where the model was pushed and the report's path.
     """
     if data is None and not marco_shards:
         raise click.UsageError("give --data, --marco-shards or both")
-    quiet_environment()
-    from components.anomaly_gate import DataAnomalies
-
-    try:
-        run_pipeline(out, preset_name, data=data, marco_shards=marco_shards,
-                     catalogue=catalogue, workers=workers, train_steps=train_steps,
-                     accuracy_floor=accuracy_floor, eval_percent=eval_percent)
-    except DataAnomalies as exc:
-        raise click.ClickException(f"the data failed validation; nothing was trained.\n{exc}"
-                                   ) from None
+    run_pipeline(out, preset_name, data=data, marco_shards=marco_shards,
+                 catalogue=catalogue, workers=workers, train_steps=train_steps,
+                 accuracy_floor=accuracy_floor, eval_percent=eval_percent)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from components.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from pipeline.local import Console
 
 
 def split_beam_args(arguments: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -79,6 +83,8 @@ def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
     The work runs as an Apache Beam pipeline: here on the DirectRunner, or elsewhere
     with Beam options written as --name=value, e.g. --runner=DataflowRunner
     --project=P --region=R --temp_location=gs://B/tmp for images under gs://.
+    Besides the progress bar and the results, everything the run logs or prints goes
+    to a log file beside the CSV file (results.csv: results.log).
 
     \b
     Examples:
@@ -89,6 +95,32 @@ def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
     image_args, beam_args = split_beam_args(images)
     if not image_args:
         raise click.UsageError("give at least one folder, glob, manifest or image file")
+    from pipeline.local import console_and_log
+
+    log_path = log_path_for(out)
+    log_existed, out_existed = log_path.exists(), out.exists()
+    try:
+        with console_and_log(log_path) as console:
+            console.echo(f"scoring with {model}; full log: {log_path}")
+            _score(console, image_args, beam_args, model, out, hits_dir, hits_threshold,
+                   plate_well_pattern, path_column, batch_size, workers, quiet)
+    except click.ClickException:
+        # Stopped before anything was scored (no model, no such input): the message
+        # says why, and no log is left beside a CSV file that was never written.
+        if not log_existed and not out_existed and not out.exists():
+            log_path.unlink(missing_ok=True)
+        raise
+
+
+def log_path_for(out: Path) -> Path:
+    """Where ``marco score`` logs: beside the CSV file, ``results.csv`` -> ``results.log``."""
+    return out.with_suffix(".log") if out.suffix != ".log" else out.with_name(out.name + ".log")
+
+
+def _score(console: Console, image_args: list[str], beam_args: list[str], model: str, out: Path,
+           hits_dir: Path | None, hits_threshold: float, plate_well_pattern: str,
+           path_column: str | None, batch_size: int, workers: int | None,
+           quiet: bool) -> None:
     from components.scoring.beam import ScoreOptions, score_images
     from components.scoring.inputs import InputError
     from components.scoring.model import ModelNotFound
@@ -113,22 +145,23 @@ def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
             "no images found: folders are searched for files ending in "
             f"{', '.join(IMAGE_SUFFIXES)}"
         )
+    echo = console.echo
     rate = found.images / summary.seconds if summary.seconds else 0.0
     version = f" (version {summary.model_version})" if summary.model_version is not None else ""
-    click.echo(f"scored {found.scored} of {found.images} images in {summary.seconds:.0f} s "
-               f"({rate:.1f} images/s) with {summary.model_dir}{version}")
+    echo(f"scored {found.scored} of {found.images} images in {summary.seconds:.0f} s "
+         f"({rate:.1f} images/s) with {summary.model_dir}{version}")
     for name, count in sorted(found.by_class.items(), key=lambda item: -item[1]):
-        click.echo(f"  {name:<12} {count:>8}")
+        echo(f"  {name:<12} {count:>8}")
     if found.errors:
-        click.echo(f"  {'not scored':<12} {found.errors:>8}  (rows at the end of {out.name}, "
-                   "with the reason)")
+        echo(f"  {'not scored':<12} {found.errors:>8}  (rows at the end of {out.name}, "
+             "with the reason)")
     hits_line = (f"{found.hits} with crystal probability above {hits_threshold}")
     if hits_dir:
         hits_line += f", copied to {hits_dir}"
-    click.echo(f"hits: {hits_line}")
+    echo(f"hits: {hits_line}")
     for failure in found.hit_failures:
-        click.echo(f"  not copied: {failure}", err=True)
-    click.echo(f"results: {summary.out}, highest crystal probability first")
+        click.echo(f"  not copied: {failure}", file=console.err)
+    echo(f"results: {summary.out}, highest crystal probability first")
     if found.scored == 0:
         raise click.ClickException("no image could be scored; see the error column")
 
