@@ -92,11 +92,16 @@ def cluster_settings(
     return cluster
 
 
+# The settings file, shared by the commands that compile or submit.
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Cluster settings YAML (see kubeflow/pipeline.example.yaml); flags below override "
+         "its fields.",
+)
+
+
 @click.command("compile")
-@click.option("--config", "config_path",
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Cluster settings YAML (see kubeflow/pipeline.example.yaml); flags "
-                   "below override its fields.")
+@config_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("pipeline.json"), show_default=True,
               help="Pipeline job to write (JSON), for Vertex AI Pipelines.")

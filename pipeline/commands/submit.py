@@ -8,7 +8,12 @@ from typing import Any
 
 import click
 
-from pipeline.commands.compile import _setting_options, cluster_settings, resolve_image_option
+from pipeline.commands.compile import (
+    _setting_options,
+    cluster_settings,
+    config_option,
+    resolve_image_option,
+)
 
 
 def _parse_parameters(items: tuple[str, ...]) -> dict[str, str]:
@@ -23,10 +28,7 @@ def _parse_parameters(items: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command("submit")
-@click.option("--config", "config_path",
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Cluster settings YAML (see kubeflow/pipeline.example.yaml); flags "
-                   "below override its fields.")
+@config_option
 @click.option("--job", "job_path", default=None,
               help="An already compiled job (JSON, local or gs://), e.g. marco compile's "
                    "--out or the TFX CLI's ~/tfx/vertex/marco/pipeline.json; default: "
