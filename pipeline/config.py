@@ -59,7 +59,8 @@ PRESETS: Mapping[str, Preset] = {
     "tiny": Preset("tiny", training.TINY, train_steps=12, eval_steps=None,
                    accuracy_floor=0.0),
     # The demo's floor tells a model that learned from one that did not: well above
-    # the majority class and the brightness-only baseline (both about 48%).
+    # the majority class and the brightness-only baseline (both about 50% on the demo's
+    # own eval split).
     "demo": Preset("demo", training.DEMO, train_steps=2500, eval_steps=None,
                    accuracy_floor=0.65),
     # The paper trained for about 1.7M steps of 64 images.
