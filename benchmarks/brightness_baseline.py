@@ -3,7 +3,7 @@
 Generates a fresh synthetic data set (by default 1500 images at a quarter of full
 size), reduces every image to two numbers, the mean and the standard deviation of
 its grey levels, and trains simple classifiers on a stratified train split (the
-method of :mod:`components.brightness_baseline`, which ``marco demo`` also runs on
+method of :mod:`components.tools.brightness_baseline`, which ``marco demo`` also runs on
 its own data set and split). The held-out accuracy should stay well under 60% (the
 majority-class rate is printed for context); a classifier that needs only brightness
 would make the benchmark data useless for judging a CNN.
@@ -22,10 +22,10 @@ import click
 import numpy as np
 
 import components  # noqa: F401  (process set-up before anything else)
-from components.brightness_baseline import FEATURES, brightness_features, score_classifiers
 from components.catalogue import load_catalogue
 from components.names import CLASS_NAMES
-from components.synth.writer import generate, make_plan
+from components.tools.brightness_baseline import FEATURES, brightness_features, score_classifiers
+from components.tools.synth.writer import generate, make_plan
 
 RESULTS = Path(__file__).resolve().parent / "results" / "brightness_baseline.json"
 TARGET = 0.60

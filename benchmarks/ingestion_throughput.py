@@ -46,7 +46,7 @@ BEAM_MODES = {"beam": "multi_processing", "beam_threads": "multi_threading"}
 def _unique_images(base: Path, count: int, seed: int) -> tuple[Path, list[tuple[str, str]]]:
     """``count`` distinct full-size GSK images from the generator, made once."""
     from components.catalogue import Catalogue, load_catalogue
-    from components.synth.writer import generate
+    from components.tools.synth.writer import generate
 
     done = base / "synth.json"
     if not (done.is_file() and json.loads(done.read_text())["images"] == count):

@@ -6,14 +6,14 @@ each in a fresh subprocess:
 
 * ``latency``: one JPEG per call, bytes in, classes and scores out, through the
   SavedModel's ``serving_default`` signature: with TensorFlow 2's loader (what a Python
-  client does) and in a session as TF Serving runs it (:class:`components.serving.
+  client does) and in a session as TF Serving runs it (:class:`components.tools.serving.
   ServedModel`). Median and 95th percentile against the paper's 260 ms per standalone
   query on a cloud instance (goal here: median under 150 ms);
 * ``plain``: the same images through the ``probabilities`` signature in a plain loop,
   ``--batch`` images per call, reading each file in turn, with TensorFlow 2's loader;
-* ``plain_session``: the same loop on the session :func:`components.scoring.beam.
+* ``plain_session``: the same loop on the session :func:`components.tools.scoring.beam.
   score_images` uses, which separates the loaders' speeds from the pipeline's;
-* ``score``: :func:`components.scoring.beam.score_images`, what ``marco score`` runs
+* ``score``: :func:`components.tools.scoring.beam.score_images`, what ``marco score`` runs
   (DirectRunner, worker threads sharing one model), CSV file included.
 
 The three alternate ``--repeats`` times. Throughput is compared without the model
@@ -76,7 +76,7 @@ def export(preset: str, folder: Path) -> Path:
 def render_images(base: Path, count: int, seed: int) -> Path:
     """``count`` distinct GSK-size JPEGs from the synthetic generator (made once)."""
     from components.catalogue import Catalogue, load_catalogue
-    from components.synth.writer import generate
+    from components.tools.synth.writer import generate
 
     summary = base / "synth.json"
     if not (summary.is_file() and json.loads(summary.read_text())["images"] == count):
@@ -109,7 +109,7 @@ def measure_latency(model_dir: Path, images: Path, calls: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from components.serving import ServedModel
+    from components.tools.serving import ServedModel
 
     data = [p.read_bytes() for p in sorted(images.glob("*.jpg"))[:20]]
 
@@ -158,7 +158,7 @@ def measure_plain(model_dir: Path, images: Path, batch: int, session: bool) -> d
     import numpy as np
     import tensorflow as tf
 
-    from components.serving import ServedModel
+    from components.tools.serving import ServedModel
 
     paths = sorted(str(p) for p in images.iterdir())
     started, cpu = time.perf_counter(), _cpu_seconds()
@@ -194,7 +194,7 @@ def measure_score(model_dir: Path, images: Path, batch: int, workers: int) -> di
     """``marco score``'s pipeline on the folder, CSV file included."""
     import apache_beam  # noqa: F401  (imports are not part of the timing)
 
-    from components.scoring.beam import ScoreOptions, score_images
+    from components.tools.scoring.beam import ScoreOptions, score_images
 
     cpu = _cpu_seconds()
     with tempfile.TemporaryDirectory() as scratch:

@@ -245,7 +245,7 @@ def test_marco_score_that_scores_nothing_leaves_no_log(tmp_path):
 
 
 def test_brightness_features_are_the_grey_levels_mean_and_spread(tmp_path):
-    from components.brightness_baseline import brightness_features
+    from components.tools.brightness_baseline import brightness_features
 
     flat = tmp_path / "flat.png"
     Image.fromarray(np.full((10, 20), 100, np.uint8)).save(flat)
@@ -276,7 +276,7 @@ def _ids_by_split(data: Path, eval_percent: int) -> dict[str, int]:
 
 
 def test_baseline_is_measured_on_the_pipelines_own_split(tiny_set):
-    from components.brightness_baseline import measure
+    from components.tools.brightness_baseline import measure
 
     baseline = measure(tiny_set, eval_percent=25)
     expected = _ids_by_split(tiny_set, 25)
@@ -294,9 +294,9 @@ def test_baseline_learns_brightness_when_brightness_tells_the_class(tiny_set, tm
     the class, so the baseline is perfect unless features and labels are mismatched."""
     import shutil
 
-    from components.brightness_baseline import measure
     from components.catalogue import load_catalogue
     from components.readers import read_source
+    from components.tools.brightness_baseline import measure
 
     data = tmp_path / "data"
     shutil.copytree(tiny_set, data)
@@ -322,7 +322,7 @@ def _summary() -> dict:
 
 
 def _baseline():
-    from components.brightness_baseline import BrightnessBaseline
+    from components.tools.brightness_baseline import BrightnessBaseline
 
     return BrightnessBaseline(
         accuracy=0.487, accuracies={"gaussian_nb": 0.487}, train_images=1331,

@@ -13,7 +13,7 @@ import tensorflow_model_analysis as tfma
 
 from components.evaluation import ACCURACY, eval_config
 from components.names import CLASS_NAMES, INSTITUTION_KEY, LABEL_KEY, NUM_CLASSES
-from components.report.results import load_results
+from components.tools.report.results import load_results
 
 
 def _example(label: int, predicted: int, institution: str, top: float = 0.9) -> bytes:

@@ -36,7 +36,7 @@ from components.names import (
     NATIVE_LABEL_KEY,
     WIDTH_KEY,
 )
-from components.validation import DUPLICATE_ID, UNMAPPED_LABEL
+from components.tools.validation import DUPLICATE_ID, UNMAPPED_LABEL
 from tests.ingestion_fixtures import (
     bad_images,
     make_synthetic,

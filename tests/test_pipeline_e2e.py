@@ -186,7 +186,7 @@ def _check_served_model(version_dir: Path) -> None:
 def _recompute_table4(model_dir: str, examples_uri: str) -> np.ndarray:
     """Table 4 from the model's own predictions on the eval split, without TFMA."""
     from components.ingestion.tfexample import read_tfrecords
-    from components.report.tables import normalise_rows, reorder
+    from components.tools.report.tables import normalise_rows, reorder
 
     model = tf.saved_model.load(model_dir)
     records = []
@@ -210,7 +210,7 @@ def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path):
     from click.testing import CliRunner
     from ml_metadata.proto import metadata_store_pb2
 
-    from components.report.tables import PAPER_ORDER
+    from components.tools.report.tables import PAPER_ORDER
     from pipeline.cli import main
     from pipeline.runs import latest_outcome
 

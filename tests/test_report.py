@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from components.names import CLASS_NAMES
-from components.report import tables
-from components.report.render import FIGURES, JSON, MARKDOWN, write_report
-from components.report.results import EvaluationResults, RocCurve, SliceResult
+from components.tools.report import tables
+from components.tools.report.render import FIGURES, JSON, MARKDOWN, write_report
+from components.tools.report.results import EvaluationResults, RocCurve, SliceResult
 
 # [true, predicted] in CLASS_NAMES order: clear, crystals, other, precipitate.
 GOOD = np.array([[8, 1, 0, 1], [0, 9, 0, 1], [1, 0, 3, 1], [0, 0, 0, 20]], dtype=float)

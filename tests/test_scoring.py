@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from components.names import CLASS_NAMES, PROBABILITIES_SIGNATURE
-from components.scoring import inputs, results
-from components.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, InputError, PlateWellParser
-from components.scoring.model import ModelNotFound, resolve_model
-from components.scoring.results import ResultRow
+from components.tools.scoring import inputs, results
+from components.tools.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, InputError, PlateWellParser
+from components.tools.scoring.model import ModelNotFound, resolve_model
+from components.tools.scoring.results import ResultRow
 from pipeline.cli import main
 from tests.scoring_fixtures import (
     BAD_IMAGES,
@@ -50,7 +50,7 @@ def drops(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def folder_run(drops, serving_dir, tmp_path_factory):  # noqa: F811
     """The drop folder scored once, with hits; the small chunk size forces a merge sort."""
-    from components.scoring.beam import ScoreOptions, score_images
+    from components.tools.scoring.beam import ScoreOptions, score_images
 
     out_dir = tmp_path_factory.mktemp("folder-run")
     model_dir = serving_dir / str(VERSION)
@@ -96,7 +96,7 @@ def test_resolve_model_names_what_is_missing(tmp_path):
 def test_check_signature_refuses_a_model_without_probabilities(tmp_path, serving_dir):  # noqa: F811
     from tensorflow.core.protobuf import saved_model_pb2
 
-    from components.scoring.model import check_signature
+    from components.tools.scoring.model import check_signature
 
     check_signature(str(serving_dir / str(VERSION)))
     saved = saved_model_pb2.SavedModel()
@@ -110,7 +110,7 @@ def test_check_signature_refuses_a_model_without_probabilities(tmp_path, serving
 
 @pytest.mark.slow
 def test_scorer_isolates_bad_images_in_a_batch(serving_dir, drops):  # noqa: F811
-    from components.scoring.model import ImageError, ProbabilitiesScorer
+    from components.tools.scoring.model import ImageError, ProbabilitiesScorer
 
     model_dir = serving_dir / str(VERSION)
     good = [(drops / n).read_bytes() for n in sorted(GOOD_IMAGES)[:3]]
@@ -303,7 +303,7 @@ def test_hits_folder_holds_exactly_the_hits_in_rank_order(folder_run):
 
 @pytest.mark.slow
 def test_hits_folder_must_be_new_or_empty(drops, serving_dir, tmp_path):  # noqa: F811
-    from components.scoring.beam import ScoreOptions, score_images
+    from components.tools.scoring.beam import ScoreOptions, score_images
 
     (tmp_path / "hits").mkdir()
     (tmp_path / "hits" / "old.jpg").write_bytes(b"x")
@@ -359,7 +359,7 @@ def _tiff16(pixels: np.ndarray) -> bytes:
 
 
 def _read_image(path: Path) -> tuple[str, bytes]:
-    from components.scoring.beam import ReadImage
+    from components.tools.scoring.beam import ReadImage
 
     reader = ReadImage(DEFAULT_PLATE_WELL_PATTERN)
     reader.setup()
@@ -386,7 +386,7 @@ def test_a_16_bit_tiff_reaches_the_model_scaled_over_the_full_range(tmp_path):
 
 @pytest.mark.slow
 def test_tiffs_are_scored_like_the_same_pixels_as_png(serving_dir, tmp_path):  # noqa: F811
-    from components.scoring.beam import ScoreOptions, score_images
+    from components.tools.scoring.beam import ScoreOptions, score_images
 
     rng = np.random.default_rng(5)
     drops = tmp_path / "tiffs"
@@ -417,7 +417,7 @@ def test_tiffs_are_scored_like_the_same_pixels_as_png(serving_dir, tmp_path):  #
 
 @pytest.mark.slow
 def test_real_photographs_score_without_error(real_drops, serving_dir, tmp_path):  # noqa: F811
-    from components.scoring.beam import ScoreOptions, score_images
+    from components.tools.scoring.beam import ScoreOptions, score_images
 
     # labels.csv names each photograph in its 'filename' column.
     summary = score_images([str(real_drops / "labels.csv")], str(serving_dir),

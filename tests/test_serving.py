@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from components.names import SERVING_CLASS_NAMES
-from components.serving import ServedModel, predict_request, scores_by_class
+from components.tools.serving import ServedModel, predict_request, scores_by_class
 from pipeline.cli import main
 from tests.scoring_fixtures import (
     VERSION,
@@ -155,7 +155,7 @@ def test_bare_b64_instances_columnar_inputs_and_other_signatures(served, serving
 
 @pytest.mark.slow
 def test_tflite_export_matches_the_saved_model(serving_dir, images, tmp_path):  # noqa: F811
-    from components.scoring.tflite import TFLiteScorer, prepare_image, sample_images
+    from components.tools.scoring.tflite import TFLiteScorer, prepare_image, sample_images
 
     out = tmp_path / "marco.tflite"
     result = CliRunner().invoke(main, ["export-tflite", "--model", str(serving_dir),
@@ -178,7 +178,7 @@ def test_tflite_export_matches_the_saved_model(serving_dir, images, tmp_path):  
 def test_tflite_input_size_comes_from_the_network(serving_dir):  # noqa: F811
     import tensorflow as tf
 
-    from components.scoring.tflite import network_input_size
+    from components.tools.scoring.tflite import network_input_size
 
     assert network_input_size(tf2_loaded(serving_dir / str(VERSION))) == 75
     with pytest.raises(ValueError, match="no Keras call function"):

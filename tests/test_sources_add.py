@@ -17,7 +17,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from components.catalogue import CatalogueError, load_catalogue, load_source_file, parse_source
-from components.catalogue_draft import (
+from components.ingestion import tfexample
+from components.names import CLASS_NAMES
+from components.readers import Record, read_source
+from components.tools.drafting import (
     Detection,
     DraftError,
     add_source,
@@ -29,10 +32,7 @@ from components.catalogue_draft import (
     sniff_delimiter,
     suggest_class,
 )
-from components.ingestion import tfexample
-from components.names import CLASS_NAMES
-from components.readers import Record, read_source
-from components.validation import format_report, validate_data
+from components.tools.validation import format_report, validate_data
 from pipeline.cli import main
 from tests.ingestion_fixtures import drop_pixels, make_synthetic
 
@@ -469,7 +469,7 @@ def _sixth_institution_files(out: Path) -> dict:
     """The sixth lab's files: a tab-separated export in its own folder, images in another,
     column names and words none of the five use, ids, plates, wells and times."""
     from components.catalogue import Catalogue
-    from components.synth.writer import generate
+    from components.tools.synth.writer import generate
 
     truth = {
         "code": SIXTH, "name": "Sixth laboratory", "imager": "Rigaku Minstrel HT",

@@ -13,8 +13,8 @@ from PIL import Image
 
 from components.catalogue import load_catalogue
 from components.names import CLASS_IDS, CLASS_NAMES
-from components.synth import render as render_mod
-from components.synth.writer import (
+from components.tools.synth import render as render_mod
+from components.tools.synth.writer import (
     SUMMARY_FILE,
     SynthError,
     apportion,
@@ -317,7 +317,7 @@ def test_marco_shards_use_the_published_keys(tmp_path, catalogue):
 
 
 def test_preview_writes_a_png_even_without_real_drops(tmp_path, catalogue):
-    from components.synth.preview import make_preview
+    from components.tools.synth.preview import make_preview
 
     info = make_preview(tmp_path / "p.png", seed=0, real_dir=tmp_path / "absent",
                         catalogue=catalogue, scale=0.1)

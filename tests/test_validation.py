@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from components.catalogue import load_catalogue
-from components.synth.writer import generate
-from components.validation import validate_data
+from components.tools.synth.writer import generate
+from components.tools.validation import validate_data
 from pipeline.cli import main
 
 

@@ -56,7 +56,7 @@ from components.names import (
     require_data_source,
 )
 from components.readers import BadRecord, Record, list_units, read_unit
-from components.validation import DUPLICATE_ID, UNMAPPED_LABEL
+from components.tools.validation import DUPLICATE_ID, UNMAPPED_LABEL
 
 SPLITS = (TRAIN_SPLIT, EVAL_SPLIT)
 

@@ -13,7 +13,7 @@ import click
 from pipeline.commands.run import PRESET_NAMES
 
 if TYPE_CHECKING:
-    from components.brightness_baseline import BrightnessBaseline
+    from components.tools.brightness_baseline import BrightnessBaseline
 
 EVAL_PERCENT = 10  # share of image ids in the eval split, for the pipeline and the baseline
 
@@ -94,7 +94,7 @@ def demo(out: Path, images: int, seed: int, scale: float, workers: int | None,
             echo(f"marco demo into {out}; full log: {log_path}")
         _prepare_data(out, images, seed, scale, workers, echo)
         if not validate_only:
-            from components.brightness_baseline import measure
+            from components.tools.brightness_baseline import measure
             from pipeline.commands.run import run_pipeline
 
             echo("measuring the brightness-only baseline on the pipeline's training and "
@@ -117,8 +117,8 @@ def _prepare_data(out: Path, images: int, seed: int, scale: float, workers: int 
         SystemExit: with status 1 when validation finds a problem.
     """
     from components.catalogue import load_catalogue
-    from components.synth.writer import generate
-    from components.validation import format_report, validate_data
+    from components.tools.synth.writer import generate
+    from components.tools.validation import format_report, validate_data
 
     catalogue = load_catalogue()
     data_dir = out / "data"

@@ -30,8 +30,8 @@ def write_run_report(run_dir: str | Path, out_dir: Path | None = None,
     ``run_dir`` is a `marco run` folder or a pipeline root (local or gs://);
     ``job_name`` picks one pipeline job's evaluation under a pipeline root.
     """
-    from components.report.render import write_report
-    from components.report.results import load_results
+    from components.tools.report.render import write_report
+    from components.tools.report.results import load_results
     from pipeline.runs import outcome as run_outcome
 
     outcome = run_outcome(run_dir, job_name)
@@ -85,7 +85,7 @@ def report(run_dir: str, out: Path | None, job_name: str | None) -> None:
     covers that evaluation and is written as report.md, report.json and PNG figures.
     """
     from components import filesystem
-    from components.report.results import EvaluationError
+    from components.tools.report.results import EvaluationError
     from pipeline.runs import RunFolderError
 
     if not filesystem.is_remote(run_dir) and not Path(run_dir).is_dir():

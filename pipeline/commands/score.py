@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from components.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, IMAGE_SUFFIXES
+from components.tools.scoring.inputs import DEFAULT_PLATE_WELL_PATTERN, IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from pipeline.local import Console
@@ -121,9 +121,9 @@ def _score(console: Console, image_args: list[str], beam_args: list[str], model:
            hits_dir: Path | None, hits_threshold: float, plate_well_pattern: str,
            path_column: str | None, batch_size: int, workers: int | None,
            quiet: bool) -> None:
-    from components.scoring.beam import ScoreOptions, score_images
-    from components.scoring.inputs import InputError
-    from components.scoring.model import ModelNotFound
+    from components.tools.scoring.beam import ScoreOptions, score_images
+    from components.tools.scoring.inputs import InputError
+    from components.tools.scoring.model import ModelNotFound
 
     try:
         options = ScoreOptions(
@@ -183,8 +183,8 @@ def export_tflite(model: str, out: Path, check_images: tuple[Path, ...]) -> None
     returns the four class probabilities (clear, crystals, other, precipitate). It is
     written only if its probabilities match the SavedModel's within 1e-4.
     """
-    from components.scoring.model import ModelNotFound, resolve_model
-    from components.scoring.tflite import export_tflite as export
+    from components.tools.scoring.model import ModelNotFound, resolve_model
+    from components.tools.scoring.tflite import export_tflite as export
 
     try:
         version = resolve_model(model)

@@ -79,7 +79,7 @@ def validate(
     labels (with counts and example files), missing or unreadable images and
     duplicate image ids, then the first offending records and the total.
     """
-    from components.validation import format_report, validate_data
+    from components.tools.validation import format_report, validate_data
 
     catalogue = load_or_exit(catalogue_dir)
     unknown = [code for code in institutions if code not in catalogue.codes]
@@ -140,7 +140,7 @@ def add(
     a draft whose label classes are left empty, with suggestions as comments. The
     catalogue refuses the draft until every class is filled in.
     """
-    from components.catalogue_draft import DraftError, add_source, describe
+    from components.tools.drafting import DraftError, add_source, describe
     from schemas import SOURCES_DIR
 
     command = " ".join(["marco sources add", code, "--from", str(data_dir)])

@@ -76,7 +76,7 @@ def synth(
         raise click.BadParameter(f"must be in (0, 4], got {scale}", param_hint="--scale")
 
     from components.catalogue import CatalogueError, load_catalogue
-    from components.synth.writer import SynthError, generate
+    from components.tools.synth.writer import SynthError, generate
 
     try:
         catalogue = load_catalogue(catalogue_dir)
@@ -124,7 +124,7 @@ def preview(out: Path, seed: int, real_dir: Path, scale: float,
     if not 0 < scale <= 1:
         raise click.BadParameter(f"must be in (0, 1], got {scale}", param_hint="--scale")
     from components.catalogue import CatalogueError, load_catalogue
-    from components.synth.preview import make_preview
+    from components.tools.synth.preview import make_preview
 
     try:
         catalogue = load_catalogue(catalogue_dir)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from components.names import CLASS_NAMES
-from components.report import tables
-from components.report.results import EvaluationResults
+from components.tools.report import tables
+from components.tools.report.results import EvaluationResults
 
 MARKDOWN = "report.md"
 JSON = "report.json"

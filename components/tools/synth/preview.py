@@ -10,7 +10,7 @@ from PIL import Image
 
 from components.catalogue import Catalogue
 from components.names import CLASS_NAMES
-from components.synth.render import Look, hints_for, render
+from components.tools.synth.render import Look, hints_for, render
 
 REAL_COLUMNS = 2  # real photos shown per class
 

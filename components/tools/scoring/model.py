@@ -29,7 +29,7 @@ from components.names import (
     PROBABILITIES_OUTPUT,
     PROBABILITIES_SIGNATURE,
 )
-from components.serving import ServedModel, describe_error
+from components.tools.serving import ServedModel, describe_error
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 DEFAULT_BATCH_SIZE = 16

@@ -16,7 +16,7 @@ Only paths cross the shuffle; image bytes live from ReadImage to RunInference in
 one fused stage, and rows go straight to their shard files, so memory holds a model,
 a batch per worker and the list of paths (about 100 bytes an image), however many
 images there are. The driver then sorts the shards into the CSV file
-(:mod:`components.scoring.results`).
+(:mod:`components.tools.scoring.results`).
 
 Locally the DirectRunner runs stage 2 in ``workers`` threads of one process (its
 ``multi_threading`` mode) sharing one loaded model. TensorFlow releases the GIL, so
@@ -47,15 +47,15 @@ from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, R
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from components import filesystem, imagecheck
-from components.scoring import results
-from components.scoring.inputs import (
+from components.tools.scoring import results
+from components.tools.scoring.inputs import (
     DEFAULT_PLATE_WELL_PATTERN,
     ImageSource,
     PlateWellParser,
     check_inputs,
     list_images,
 )
-from components.scoring.model import (
+from components.tools.scoring.model import (
     DEFAULT_BATCH_SIZE,
     METRICS_NAMESPACE,
     ProbabilitiesModelHandler,
@@ -63,7 +63,7 @@ from components.scoring.model import (
     probabilities_or_error,
     resolve_model,
 )
-from components.scoring.results import ResultRow
+from components.tools.scoring.results import ResultRow
 
 UNREADABLE_TAG = "unreadable"
 SCORED_PREFIX = "scored"
@@ -215,7 +215,7 @@ class ScoreImages(beam.PTransform):
     """Inputs to result rows in JSON-lines shards under ``shard_dir`` (see the module doc).
 
     Args:
-        sources: the classified inputs (:func:`components.scoring.inputs.check_inputs`).
+        sources: the classified inputs (:func:`components.tools.scoring.inputs.check_inputs`).
         model_dir: the SavedModel folder.
         shard_dir: folder (local or remote) for the unsorted row shards.
         batch_size: images per model call.
@@ -281,7 +281,7 @@ class ScoreOptions:
         hits_dir: local folder to copy hits into (created; must be empty), or None.
         hits_threshold: crystal probability above which an image is a hit.
         plate_well_pattern: regular expression for plate and well (see
-            :class:`components.scoring.inputs.PlateWellParser`).
+            :class:`components.tools.scoring.inputs.PlateWellParser`).
         path_column: CSV manifests' path column, when not found by name.
         batch_size: images per model call.
         workers: DirectRunner threads (default: all cores).
@@ -389,8 +389,8 @@ def score_images(
         The summary: counts per class, errors, hits, timings.
 
     Raises:
-        components.scoring.inputs.InputError: for an input that cannot be used.
-        components.scoring.model.ModelNotFound: when ``model`` holds no usable model.
+        components.tools.scoring.inputs.InputError: for an input that cannot be used.
+        components.tools.scoring.model.ModelNotFound: when ``model`` holds no usable model.
         ValueError: for a bad option (a non-empty hits folder, a bad pattern...).
     """
     options = options or ScoreOptions()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from components.names import CLASS_NAMES
-from components.report.results import EvaluationResults, RocCurve
+from components.tools.report.results import EvaluationResults, RocCurve
 
 # Tables 4 and 5 list classes in this order in the paper.
 PAPER_ORDER = ("crystals", "precipitate", "clear", "other")

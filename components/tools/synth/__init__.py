@@ -1,12 +1,12 @@
 """Synthetic MARCO-like drop images, written in every institution's own layout.
 
-:mod:`components.synth.render` draws the images, :mod:`components.synth.writer` plans
+:mod:`components.tools.synth.render` draws the images, :mod:`components.tools.synth.writer` plans
 the data set and writes files, manifests and MARCO shards, and
-:mod:`components.synth.preview` puts synthetic and real drops side by side.
+:mod:`components.tools.synth.preview` puts synthetic and real drops side by side.
 """
 
-from components.synth.render import VARIANTS, Look, hints_for
-from components.synth.writer import (
+from components.tools.synth.render import VARIANTS, Look, hints_for
+from components.tools.synth.writer import (
     FORMATS,
     PAPER_CLASS_IMAGES,
     SUMMARY_FILE,

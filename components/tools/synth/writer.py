@@ -48,7 +48,7 @@ from components.names import (
     MARCO_TEXT,
     MARCO_WIDTH,
 )
-from components.synth.render import Look, encode, hints_for, render
+from components.tools.synth.render import Look, encode, hints_for, render
 
 # Paper Table 2: images per class after relabelling (training + validation).
 PAPER_CLASS_IMAGES: dict[str, int] = {

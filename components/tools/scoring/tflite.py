@@ -31,7 +31,7 @@ from components import runtime
 from components.model import preprocessing
 from components.names import BYTES_INPUT, PROBABILITIES_SIGNATURE
 from components.names import PROBABILITIES_OUTPUT as PROBABILITIES
-from components.serving import ServedModel
+from components.tools.serving import ServedModel
 
 runtime.skip_autograph_for_tf_keras()
 
