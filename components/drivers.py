@@ -21,6 +21,8 @@ from tfx.orchestration.portable import base_driver as portable_base_driver
 from tfx.orchestration.portable import data_types as portable_data_types
 from tfx.proto.orchestration import driver_output_pb2
 
+from components.tfx_types import Properties
+
 
 class ComputedPropertyDriver(base_driver.BaseDriver, portable_base_driver.BaseDriver):
     """Sets execution property :attr:`KEY` to :meth:`compute` of the others.
@@ -41,10 +43,10 @@ class ComputedPropertyDriver(base_driver.BaseDriver, portable_base_driver.BaseDr
 
     def resolve_exec_properties(
         self,
-        exec_properties: dict[str, Any],
+        exec_properties: Properties,
         pipeline_info: data_types.PipelineInfo,
         component_info: data_types.ComponentInfo,
-    ) -> dict[str, Any]:
+    ) -> Properties:
         exec_properties[self.KEY] = self.compute(exec_properties)
         return exec_properties
 

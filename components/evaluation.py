@@ -15,10 +15,8 @@ threshold.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import tensorflow_model_analysis as tfma
-from tfx import types
 from tfx import v1 as tfx
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.components.base import executor_spec
@@ -29,6 +27,7 @@ from components.names import INSTITUTION_KEY, LABEL_KEY, NUM_CLASSES
 from components.names import PROBABILITIES_OUTPUT as PROBABILITIES
 from components.names import SERVING_EXAMPLES_SIGNATURE as SERVING_EXAMPLES
 from components.names import TRANSFORM_FEATURES_SIGNATURE as TRANSFORM_FEATURES
+from components.tfx_types import Artifacts, Properties
 
 ACCURACY = "sparse_categorical_accuracy"
 # Thresholds for the ROC curves (one confusion matrix per threshold and class).
@@ -120,12 +119,8 @@ def eval_config(accuracy_floor: float, change_tolerance: float = DEFAULT_CHANGE_
 class Executor(evaluator_executor.Executor):
     """TFX's Evaluator executor, with an empty baseline model taken as no baseline."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: Properties) -> None:
         key = standard_component_specs.BASELINE_MODEL_KEY
         baselines = input_dict.get(key)
         if baselines and all(is_empty(model) for model in baselines):

@@ -62,6 +62,14 @@ PROBABILITIES_OUTPUT = "probabilities"
 CLASSES_OUTPUT = "classes"
 SCORES_OUTPUT = "scores"
 
+# The Trainer reports each finished epoch on this logger, with these record attributes
+# (epoch, epochs, and Keras' logs of the epoch: loss, accuracy, ...); the local runner's
+# progress lines are made from them.
+EPOCH_LOGGER = "components.trainer.epochs"
+EPOCH_ATTRIBUTE = "marco_epoch"
+EPOCHS_ATTRIBUTE = "marco_epochs"
+EPOCH_LOGS_ATTRIBUTE = "marco_epoch_logs"
+
 NO_DATA_SOURCE = "nothing to ingest: give data_dir, marco_shards or both"
 
 

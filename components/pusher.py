@@ -17,7 +17,6 @@ serving folder as it was when the candidate was blessed.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from tfx import types
 from tfx import v1 as tfx
@@ -29,6 +28,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils, proto_utils
 
 from components.baseline import served
+from components.tfx_types import Artifacts, Properties
 
 PUSHED_PROPERTY = "pushed"
 PUSHED_DESTINATION_PROPERTY = "pushed_destination"
@@ -42,7 +42,7 @@ SERVING_DIR_CONFIG = "marco_serving_dir"
 _LOG = logging.getLogger(__name__)
 
 
-def _serving_dir(exec_properties: dict[str, Any]) -> str | None:
+def _serving_dir(exec_properties: Properties) -> str | None:
     destination = pusher_pb2.PushDestination()
     proto_utils.json_to_proto(
         exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination
@@ -52,15 +52,15 @@ def _serving_dir(exec_properties: dict[str, Any]) -> str | None:
     return destination.filesystem.base_directory
 
 
-def _candidate(input_dict: dict[str, list[types.Artifact]]) -> types.Artifact | None:
+def _candidate(input_dict: Artifacts) -> types.Artifact | None:
     models = input_dict.get(standard_component_specs.MODEL_KEY)
     return artifact_utils.get_single_instance(models) if models else None
 
 
 def skipped_as_served(
     executor: pusher_executor.Executor,
-    input_dict: dict[str, list[types.Artifact]],
-    output_dict: dict[str, list[types.Artifact]],
+    input_dict: Artifacts,
+    output_dict: Artifacts,
     serving_dir: str | None,
 ) -> bool:
     """Marks the push not done, and says True, when the blessed candidate is the model
@@ -91,12 +91,8 @@ def skipped_as_served(
 class Executor(pusher_executor.Executor):
     """TFX's Pusher executor, skipping a candidate identical to the newest served version."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: Properties) -> None:
         serving_dir = _serving_dir(exec_properties)
         if skipped_as_served(self, input_dict, output_dict, serving_dir):
             return
@@ -108,7 +104,7 @@ class Executor(pusher_executor.Executor):
             self._record_push(input_dict, model_push)
 
     def _record_push(
-        self, input_dict: dict[str, list[types.Artifact]], model_push: types.Artifact
+        self, input_dict: Artifacts, model_push: types.Artifact
     ) -> None:
         destination = model_push.get_string_custom_property(PUSHED_DESTINATION_PROPERTY)
         if served.read_push_record(destination):
@@ -130,12 +126,8 @@ class Pusher(tfx.components.Pusher):
 class EndpointExecutor(vertex_pusher_executor.Executor):
     """TFX's Vertex AI Pusher executor, skipping the model already served."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: Properties) -> None:
         config = json_utils.loads(
             exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null"
         ) or {}

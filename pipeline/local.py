@@ -32,6 +32,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from components.names import (
+    EPOCH_ATTRIBUTE,
+    EPOCH_LOGGER,
+    EPOCH_LOGS_ATTRIBUTE,
+    EPOCHS_ATTRIBUTE,
+)
+
 if TYPE_CHECKING:  # imported where used: commands import this module before routing
     from pipeline.config import PipelineConfig, Preset
 
@@ -53,13 +60,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RUNNING = re.compile(r"Component (\S+) is running\.")
 _FINISHED = re.compile(r"Component (\S+) is finished\.")
 _CACHED = re.compile(r"A cached execution \d+ is used\.")
-# The Trainer's module code (components/trainer) adds no callback that reports epochs
-# to this process; Keras' progress bar reports them, as two lines per epoch (``Epoch
-# 12/60``, then ``42/42 - 7s - loss: 0.83 - accuracy: 0.73 - ...``; no ``Epoch`` line
-# when training is one epoch), which reach logging once interactive logging is off.
-_EPOCH = re.compile(r"Epoch (\d+)/(\d+)$")
-_NUMBER = r"(nan|inf|\d+(?:\.\d+)?(?:e[+-]?\d+)?)"
-_EPOCH_END = re.compile(rf"\d+/\d+ - .*?\bloss: {_NUMBER}.*?\baccuracy: {_NUMBER}")
 EPOCH_REPORTS = 10  # training progress lines per Trainer run, at most (plus the last)
 
 
@@ -290,6 +290,11 @@ class ProgressHandler(logging.Handler):
     ``echo`` receives lines such as ``[3/10] StatisticsGen running`` and
     ``[3/10] StatisticsGen done in 12 s``, and, while a model trains, about every
     tenth of the epochs, ``[6/10] Trainer epoch 12/60: loss 0.830, accuracy 0.733``.
+
+    Components are followed through TFX's launcher log lines (LocalDagRunner has no
+    hook); epochs through the records the Trainer's
+    :class:`~components.trainer.train.EpochReporter` logs on
+    :data:`~components.names.EPOCH_LOGGER`, whose attributes carry the numbers.
     """
 
     def __init__(self, node_ids: list[str], echo: Callable[[str], None]):
@@ -299,12 +304,24 @@ class ProgressHandler(logging.Handler):
         self.nodes: dict[str, NodeProgress] = {}
         self._current: str | None = None
         self._started = 0.0
-        self._epoch: tuple[int, int] | None = None
         self._reported_tenth = 0
 
     def _position(self, node: str) -> str:
         index = self.node_ids.index(node) + 1 if node in self.node_ids else 0
         return f"[{index}/{len(self.node_ids)}] {node}"
+
+    def _report_epoch(self, record: logging.LogRecord) -> None:
+        epoch = getattr(record, EPOCH_ATTRIBUTE, 0)
+        epochs = getattr(record, EPOCHS_ATTRIBUTE, 0)
+        logs = getattr(record, EPOCH_LOGS_ATTRIBUTE, {})
+        if epochs <= 0 or not 0 < epoch <= epochs:
+            return
+        tenth = epoch * EPOCH_REPORTS // epochs
+        if tenth > self._reported_tenth or epoch == epochs:
+            self._reported_tenth = tenth
+            metrics = ", ".join(f"{name} {logs[name]:.3f}" for name in ("loss", "accuracy")
+                                if name in logs)
+            self.echo(f"{self._position(self._current)} epoch {epoch}/{epochs}: {metrics}")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -315,21 +332,10 @@ class ProgressHandler(logging.Handler):
             self._current = match.group(1)
             self._started = time.monotonic()
             self.nodes[self._current] = NodeProgress(self._current)
-            self._epoch, self._reported_tenth = None, 0
+            self._reported_tenth = 0
             self.echo(f"{self._position(self._current)} running")
-        elif match := _EPOCH.match(message):
-            epoch, epochs = int(match.group(1)), int(match.group(2))
-            self._epoch = (epoch, epochs) if epochs > 0 else None
-        elif (match := _EPOCH_END.match(message)) and self._epoch and self._current:
-            epoch, epochs = self._epoch
-            tenth = epoch * EPOCH_REPORTS // epochs
-            if tenth > self._reported_tenth or epoch == epochs:
-                self._reported_tenth = tenth
-                loss, accuracy = float(match.group(1)), float(match.group(2))
-                self.echo(
-                    f"{self._position(self._current)} epoch {epoch}/{epochs}: "
-                    f"loss {loss:.3f}, accuracy {accuracy:.3f}"
-                )
+        elif record.name == EPOCH_LOGGER and self._current:
+            self._report_epoch(record)
         elif _CACHED.match(message) and self._current:
             self.nodes[self._current].cached = True
         elif (match := _FINISHED.match(message)) and match.group(1) in self.nodes:
@@ -365,9 +371,11 @@ def run_local(
         node_ids = [component.id for component in pipeline.components]
         progress = ProgressHandler(node_ids, echo or (lambda line: None))
         absl_logger = logging.getLogger("absl")
+        epoch_logger = logging.getLogger(EPOCH_LOGGER)
         absl_logger.addHandler(progress)
+        epoch_logger.addHandler(progress)
         # With interactive logging off Keras logs its epoch lines instead of printing
-        # them: they reach run.log and the progress handler.
+        # progress bars: they reach run.log as one line per epoch.
         keras_was_interactive = tf.keras.utils.is_interactive_logging_enabled()
         tf.keras.utils.disable_interactive_logging()
         try:
@@ -377,6 +385,7 @@ def run_local(
             raise
         finally:
             absl_logger.removeHandler(progress)
+            epoch_logger.removeHandler(progress)
             if keras_was_interactive:
                 tf.keras.utils.enable_interactive_logging()
     return progress.nodes

@@ -332,21 +332,31 @@ def test_pipeline_config_needs_some_data():
 
 
 def _log_record(message: str) -> logging.LogRecord:
-    return logging.LogRecord("absl", logging.INFO, "keras/callbacks.py", 1, message, None, None)
+    return logging.LogRecord("absl", logging.INFO, "launcher.py", 1, message, None, None)
 
 
-def test_progress_condenses_keras_epoch_lines_to_about_ten_per_training():
+def _epoch_record(epoch: int, epochs: int, **logs: float) -> logging.LogRecord:
+    from components.names import (
+        EPOCH_ATTRIBUTE,
+        EPOCH_LOGGER,
+        EPOCH_LOGS_ATTRIBUTE,
+        EPOCHS_ATTRIBUTE,
+    )
+
+    record = logging.LogRecord(EPOCH_LOGGER, logging.INFO, "train.py", 1, "epoch", None, None)
+    record.__dict__.update({EPOCH_ATTRIBUTE: epoch, EPOCHS_ATTRIBUTE: epochs,
+                            EPOCH_LOGS_ATTRIBUTE: logs})
+    return record
+
+
+def test_progress_condenses_the_trainers_epochs_to_about_ten_per_training():
     from pipeline.local import ProgressHandler
 
     lines: list[str] = []
     handler = ProgressHandler(list(NODES), lines.append)
     handler.emit(_log_record("Component Trainer is running."))
     for epoch in range(1, 61):
-        handler.emit(_log_record(f"Epoch {epoch}/60"))
-        handler.emit(_log_record(
-            f"42/42 - 7s - loss: {2 - epoch / 60:.4f} - accuracy: {epoch / 100:.4f}"
-            " - 7s/epoch - 170ms/step"
-        ))
+        handler.emit(_epoch_record(epoch, 60, loss=2 - epoch / 60, accuracy=epoch / 100))
     handler.emit(_log_record("Component Trainer is finished."))
     assert lines[0] == "[7/10] Trainer running"
     epochs = [line for line in lines if " epoch " in line]
@@ -354,15 +364,39 @@ def test_progress_condenses_keras_epoch_lines_to_about_ten_per_training():
     assert epochs[-1] == "[7/10] Trainer epoch 60/60: loss 1.000, accuracy 0.600"
     assert len(epochs) == 10
     assert re.fullmatch(r"\[7/10\] Trainer done in \d+ s", lines[-1])
-    # Epoch lines outside a component, without a preceding "Epoch" line, or after one
+    # Keras' own epoch text is not read; epochs outside a component, or a record
     # that counts no epochs, are ignored.
     lines.clear()
-    ProgressHandler(list(NODES), lines.append).emit(
-        _log_record("42/42 - 7s - loss: 1.0 - accuracy: 0.5")
-    )
+    ProgressHandler(list(NODES), lines.append).emit(_epoch_record(1, 60, loss=1.0))
     odd = ProgressHandler(list(NODES), lines.append)
     odd.emit(_log_record("Component Trainer is running."))
     lines.clear()
-    for message in ("Epoch 1/0", "42/42 - 7s - loss: 1.0 - accuracy: 0.5"):
-        odd.emit(_log_record(message))
+    odd.emit(_log_record("Epoch 1/1"))
+    odd.emit(_log_record("42/42 - 7s - loss: 1.0 - accuracy: 0.5"))
+    odd.emit(_epoch_record(1, 0, loss=1.0))
     assert lines == []
+
+
+def test_the_trainers_epoch_reporter_logs_what_the_progress_lines_need(caplog):
+    import tensorflow as tf
+
+    from components.names import EPOCH_LOGGER
+    from components.trainer.train import EpochReporter
+    from pipeline.local import ProgressHandler
+
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(2)])
+    model.compile("sgd", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    caplog.set_level(logging.INFO, logger="components")  # as marco run sets it
+    lines: list[str] = []
+    handler = ProgressHandler(list(NODES), lines.append)
+    handler.emit(_log_record("Component Trainer is running."))
+    logging.getLogger(EPOCH_LOGGER).addHandler(handler)
+    try:
+        model.fit(tf.zeros((4, 2)), tf.constant([0, 1, 0, 1]), epochs=3, verbose=0,
+                  callbacks=[EpochReporter()])
+    finally:
+        logging.getLogger(EPOCH_LOGGER).removeHandler(handler)
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        f"[7/10] Trainer epoch {n}/3" for n in (1, 2, 3)]
+    assert re.fullmatch(r".*: loss \d+\.\d{3}, accuracy 0\.500", lines[-1])

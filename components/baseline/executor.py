@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from tfx import types
 from tfx.dsl.components.base import base_executor
@@ -11,6 +10,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
 from components.baseline import served
+from components.tfx_types import Artifacts, Properties
 
 MODEL_KEY = "model"
 SERVING_DIR_KEY = "serving_dir"
@@ -42,12 +42,8 @@ class Executor(base_executor.BaseExecutor):
     its name is recorded on the artifact.
     """
 
-    def Do(
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: Properties) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
         serving_dir = exec_properties[SERVING_DIR_KEY]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from components import runtime
+from components import names, runtime
 from components.model import preprocessing
 from components.model.inception import build_model
 from components.names import IMAGE_KEY, LABEL_KEY, NUM_CLASSES
@@ -386,6 +386,29 @@ def at_serving_size(
     return resized
 
 
+class EpochReporter(tf.keras.callbacks.Callback):
+    """Logs each finished epoch on :data:`~components.names.EPOCH_LOGGER`.
+
+    The record carries the epoch, the number of epochs and the epoch's metrics as
+    attributes (:data:`~components.names.EPOCH_ATTRIBUTE` and its neighbours), so a
+    runner can follow training without reading Keras' progress text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._log = logging.getLogger(names.EPOCH_LOGGER)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        epochs = int(self.params.get("epochs") or 0)
+        self._log.info(
+            "epoch %d/%d: %s", epoch + 1, epochs,
+            ", ".join(f"{key} {value:.4g}" for key, value in sorted(logs.items())),
+            extra={names.EPOCH_ATTRIBUTE: epoch + 1, names.EPOCHS_ATTRIBUTE: epochs,
+                   names.EPOCH_LOGS_ATTRIBUTE: logs},
+        )
+
+
 class _ResumeRecorder(tf.keras.callbacks.Callback):
     """Notes the step training starts from: above zero when a backup was restored.
 
@@ -471,6 +494,7 @@ def train_model(
                 delete_checkpoint=True,
             ),
             resume,
+            EpochReporter(),
             tf.keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch"),
         ]
         model.fit(
