@@ -2,9 +2,16 @@
 
 Each file in ``schemas/sources/`` is the single source of truth for one institution:
 who it is, which imager produced its images, how its label records are laid out on
-disk, its native label vocabulary and the mapping of every native label to one of
+disk (and, with ``path_prefixes``, how an imager's own absolute image paths map onto
+the data folder), its native label vocabulary and the mapping of every native label to one of
 MARCO's four classes. Everything else (readers, the synthetic generator, the TFDV
 schema, the Transform label collapse) derives from the :class:`Catalogue` built here.
+
+A layout names one of four readers (:data:`READER_OPTIONS`): ``csv_manifest`` (a
+delimited manifest, ``columns`` by header name), ``jsonl`` (JSON lines, ``fields`` by
+dotted key), ``xml`` (an imager's XML export: ``records`` by element path, ``fields``
+by child-element and attribute paths, see :data:`XML_FIELD_PATH`) and
+``folder_per_label``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from components import filesystem
 from components.imagecheck import EXAMPLE_FORMATS, format_names
 from components.names import CLASS_IDS, CLASS_NAMES
 from schemas import SOURCES_DIR
@@ -41,14 +49,26 @@ READER_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"files", "fields"}),
         frozenset({"image_root", "path_pattern"}),
     ),
+    "xml": (
+        frozenset({"files", "records", "fields"}),
+        frozenset({"image_root", "path_pattern"}),
+    ),
 }
-# Columns (CSV) or fields (JSON lines) a record may carry; path and label are required.
+# Columns (CSV) or fields (JSON lines, XML) a record may carry; path and label are required.
 RECORD_FIELDS = ("path", "label", "image_id", "plate", "well", "imaged_at")
 REQUIRED_RECORD_FIELDS = ("path", "label")
 PATH_PATTERN_GROUPS = frozenset({"plate", "well", "imaged_at", "image_id"})
+# XML exports: ``records`` is the path of element names from the document's root element
+# to each record element (``Plate/Drop``); a field is a path from the record element to
+# a child element's text (``Score``, ``Image/Path``) or an attribute (``@well``,
+# ``Image/@path``), after any number of ``..`` for an enclosing element
+# (``../@barcode``). Names are local names: a namespace, if any, is ignored.
+_XML_NAME = r"[^\W\d][\w.-]*"
+XML_RECORDS_PATH = re.compile(rf"^{_XML_NAME}(?:/{_XML_NAME})*$")
+XML_FIELD_PATH = re.compile(rf"^(?:\.\./)*(?:{_XML_NAME}/)*@?{_XML_NAME}$")
 
 TOP_LEVEL_REQUIRED = ("code", "name", "imager", "setup", "layout", "labels")
-TOP_LEVEL_OPTIONAL = ("marco_source_id", "paper_images", "imaging", "notes")
+TOP_LEVEL_OPTIONAL = ("marco_source_id", "paper_images", "imaging", "notes", "path_prefixes")
 LABEL_REQUIRED = ("native", "class")
 LABEL_OPTIONAL = ("marco_raw_id", "description")
 
@@ -93,7 +113,8 @@ class Layout:
 
     @property
     def record_fields(self) -> Mapping[str, str]:
-        """Record field -> column or JSON key, for the manifest and JSON-lines readers."""
+        """Record field -> column, JSON key or XML path, for the manifest, JSON-lines
+        and XML readers."""
         return self.options.get("columns") or self.options.get("fields") or {}
 
 
@@ -112,6 +133,9 @@ class Source:
     paper_images: int | None = None
     imaging: Imaging = field(default_factory=Imaging)
     notes: str = ""
+    # (absolute path prefix, folder below the data folder) pairs: how the image paths
+    # an imager writes (``\\imager\RockMakerStorage\...``) map onto the data folder.
+    path_prefixes: tuple[tuple[str, str], ...] = ()
 
     @property
     def label_map(self) -> dict[str, int]:
@@ -238,6 +262,8 @@ def _parse_layout(path: Path, data: Any) -> Layout:
         for name, value in mapping.items():
             _require_str(path, f"layout.{record_key}.{name}", value)
         options[record_key] = {k: str(v) for k, v in mapping.items()}
+    if reader == "xml":
+        _check_xml_paths(path, options)
     if "extensions" in options:
         exts = options["extensions"]
         if not isinstance(exts, list) or not exts:
@@ -258,6 +284,23 @@ def _parse_layout(path: Path, data: Any) -> Layout:
                 f"unknown group(s) {sorted(unknown)}; use {sorted(PATH_PATTERN_GROUPS)}",
             )
     return Layout(reader=reader, options=options)
+
+
+def _check_xml_paths(path: Path, options: Mapping[str, Any]) -> None:
+    """The ``records`` path and every field path of an ``xml`` layout (see XML_FIELD_PATH)."""
+    records = _require_str(path, "layout.records", options["records"])
+    if not XML_RECORDS_PATH.match(records):
+        raise _err(path, "layout.records", f"{records!r} is not a path of element names "
+                   "from the root element, such as Plate/Drop")
+    depth = records.count("/") + 1
+    for name, value in options["fields"].items():
+        if not XML_FIELD_PATH.match(value):
+            raise _err(path, f"layout.fields.{name}", f"{value!r} is not a path from the "
+                       "record element to a child element or an attribute, such as Score, "
+                       "Image/@path or ../@barcode")
+        if value.count("../") >= depth:
+            raise _err(path, f"layout.fields.{name}", f"{value!r} climbs above the root "
+                       f"element (layout.records is {records!r})")
 
 
 def _parse_imaging(path: Path, data: Any) -> Imaging:
@@ -332,6 +375,33 @@ def _parse_labels(path: Path, data: Any) -> tuple[NativeLabel, ...]:
     return tuple(labels)
 
 
+def _parse_path_prefixes(path: Path, data: Any) -> tuple[tuple[str, str], ...]:
+    """``path_prefixes``: absolute prefix -> folder below the data folder.
+
+    Absolute paths in an export are read only when they lie inside the data folder
+    or begin with one of these prefixes; the prefix is then replaced by the folder.
+    """
+    if data is None:
+        return ()
+    if not isinstance(data, Mapping) or not data:
+        raise _err(path, "path_prefixes", "must map absolute path prefixes to folders of "
+                   "the data folder, e.g. {'\\\\imager\\RockMakerStorage': images}")
+    pairs: list[tuple[str, str]] = []
+    for prefix, folder in data.items():
+        key = f"path_prefixes.{prefix}"
+        prefix = _require_str(path, key, prefix)
+        folder = _require_str(path, key, folder)
+        if not filesystem.is_absolute(prefix):
+            raise _err(path, key, "the prefix must be absolute (/..., C:\\..., "
+                       "\\\\server\\..., or a URL such as gs://bucket/...)")
+        parts = folder.replace("\\", "/").strip("/").split("/")
+        if filesystem.is_absolute(folder) or ".." in parts:
+            raise _err(path, key, f"{folder!r} must be a folder inside the data folder, "
+                       "relative to it, without '..'")
+        pairs.append((prefix, "/".join(parts)))
+    return tuple(pairs)
+
+
 def parse_source(path: Path, data: Any) -> Source:
     """Build a :class:`Source` from one parsed YAML document, checking every key."""
     if not isinstance(data, Mapping):
@@ -358,6 +428,7 @@ def parse_source(path: Path, data: Any) -> Source:
         paper_images=paper_images,
         imaging=_parse_imaging(path, data.get("imaging")),
         notes=str(data.get("notes", "")),
+        path_prefixes=_parse_path_prefixes(path, data.get("path_prefixes")),
     )
 
 
@@ -390,6 +461,7 @@ def source_document(source: Source) -> dict[str, Any]:
         "marco_source_id": source.marco_source_id,
         "imaging": imaging,
         "notes": source.notes or None,
+        "path_prefixes": dict(source.path_prefixes) or None,
         "layout": layout,
         "labels": labels,
     }

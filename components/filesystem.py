@@ -15,15 +15,23 @@ import glob as local_glob
 import io
 import os
 import posixpath
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 SCHEME_SEPARATOR = "://"
+# A Windows drive path (``C:\\`` or ``C:/``); UNC paths start with two backslashes.
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 def is_remote(path: str) -> bool:
     """True for ``scheme://...`` paths (object stores), False for local ones."""
     return SCHEME_SEPARATOR in str(path)
+
+
+def is_windows_absolute(path: str) -> bool:
+    """True for ``C:\\...``, ``C:/...`` and ``\\\\server\\share\\...`` (or ``\\...``)."""
+    return path.startswith("\\") or _WINDOWS_DRIVE.match(path) is not None
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -40,20 +48,68 @@ def normalise(path: str) -> str:
     return str(path).rstrip("/") if is_remote(path) else str(Path(path))
 
 
+def is_absolute(path: str) -> bool:
+    """True for a URL, a POSIX absolute path, and a Windows one (``C:\\...``, ``\\\\server\\...``).
+
+    Imagers running Windows write their own storage paths into exports; on the
+    pipeline's Linux machines such a path is still absolute, never a file name.
+    """
+    path = str(path)
+    return (
+        is_remote(path)
+        or path.startswith("/")
+        or is_windows_absolute(path)
+    )
+
+
 def join(base: str, relative: str) -> str:
     """``relative`` resolved against the folder ``base``.
 
-    A ``relative`` that is itself a URL, or an absolute path below a local ``base``,
-    is returned as it is. Below a remote ``base``, ``.`` and ``..`` are resolved
-    textually, since object stores have no real folders.
+    A ``relative`` that is absolute (:func:`is_absolute`: a URL, a POSIX or a Windows
+    absolute path) is returned as it is, whatever ``base`` is. Below a remote
+    ``base``, ``.`` and ``..`` are resolved textually, since object stores have no
+    real folders. Joining never checks where the result lies: :func:`contains` does.
     """
     relative = str(relative)
-    if is_remote(relative):
+    if is_absolute(relative):
         return relative
     if not is_remote(base):
         return str(Path(base) / relative)
     scheme, rest = _split(base)
-    return _unsplit(scheme, posixpath.normpath(posixpath.join(rest, relative.lstrip("/"))))
+    return _unsplit(scheme, posixpath.normpath(posixpath.join(rest, relative)))
+
+
+def resolve(path: str) -> str:
+    """``path`` with ``.``, ``..`` and (on a local disk) symbolic links resolved.
+
+    Local paths go through ``os.path.realpath``, which reads links but opens no
+    file. Object stores have neither folders nor links: ``..`` is resolved textually.
+    """
+    if not is_remote(path):
+        return os.path.realpath(path)
+    scheme, rest = _split(path)
+    return _unsplit(scheme, posixpath.normpath(rest))
+
+
+def contains(root: str, path: str) -> bool:
+    """Whether ``path`` lies inside the folder ``root`` once both are resolved.
+
+    A local path is never inside a remote root nor the other way round; a URL is
+    inside a remote root only on the same file system and below the same bucket and
+    folder (``gs://b/data2/x`` is not inside ``gs://b/data``). A Windows absolute
+    path is inside no root of this machine.
+    """
+    root, path = str(root), str(path)
+    if is_remote(root) != is_remote(path) or is_windows_absolute(path):
+        return False
+    if is_remote(root):
+        root_scheme, root_rest = _split(resolve(root))
+        scheme, rest = _split(resolve(path))
+        root_rest = root_rest.rstrip("/")
+        return scheme == root_scheme and (rest == root_rest or rest.startswith(root_rest + "/"))
+    resolved_root = resolve(root)
+    resolved = resolve(path)
+    return resolved == resolved_root or resolved.startswith(resolved_root.rstrip(os.sep) + os.sep)
 
 
 def parent(path: str) -> str:
@@ -113,6 +169,13 @@ def isdir(path: str) -> bool:
         return _gfile().isdir(path)
 
 
+def isfile(path: str) -> bool:
+    if not is_remote(path):
+        return os.path.isfile(path)
+    with _os_errors(path):
+        return _gfile().exists(path) and not _gfile().isdir(path)
+
+
 def glob(pattern: str) -> list[str]:
     """Paths matching a ``*``/``?``/``[...]`` pattern, sorted."""
     if not is_remote(pattern):
@@ -154,15 +217,18 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def open_text(path: str, encoding: str = "utf-8", newline: str | None = None) -> io.TextIOBase:
-    """A text file opened for reading, as ``open(path, encoding=..., newline=...)`` does.
+def open_text(
+    path: str, encoding: str = "utf-8", newline: str | None = None, errors: str = "strict"
+) -> io.TextIOBase:
+    """A text file opened for reading, as ``open(path, encoding=..., newline=...,
+    errors=...)`` does.
 
     A remote file is read whole and decoded in memory (a manifest or label export,
     not image data).
     """
     if not is_remote(path):
-        return open(path, encoding=encoding, newline=newline)
-    text = read_bytes(path).decode(encoding)
+        return open(path, encoding=encoding, newline=newline, errors=errors)
+    text = read_bytes(path).decode(encoding, errors)
     return io.StringIO(text, newline=newline)
 
 

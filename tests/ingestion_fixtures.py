@@ -25,8 +25,8 @@ from components.names import (
     MARCO_RAW,
     MARCO_SOURCE,
 )
+from components.records import DUPLICATE_ID, UNMAPPED_LABEL
 from components.tools.synth.writer import generate
-from components.tools.validation import DUPLICATE_ID, UNMAPPED_LABEL
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -54,7 +54,7 @@ def _rewrite(folder: Path, code: str, edit) -> Path:
          "not one of the 4 classes"),
         (lambda d: d["labels"].append(dict(d["labels"][0], marco_raw_id=99)),
          "labels[6].native", "mapped twice"),
-        (lambda d: d["layout"].update({"reader": "xml"}), "layout.reader", "unknown reader"),
+        (lambda d: d["layout"].update({"reader": "parquet"}), "layout.reader", "unknown reader"),
         (lambda d: d["layout"]["columns"].pop("label"), "layout.columns.label",
          "missing required key"),
         (lambda d: d.update({"colour_space": "rgb"}), "colour_space", "unknown key"),

@@ -44,7 +44,7 @@ from components.names import (
     WIDTH_KEY,
 )
 from components.readers import Record, read_source
-from components.tools.validation import DUPLICATE_ID
+from components.records import DUPLICATE_ID
 from tests.ingestion_fixtures import PlantedSet, make_planted_set, odd_images
 
 

@@ -36,7 +36,7 @@ from components.names import (
     NATIVE_LABEL_KEY,
     WIDTH_KEY,
 )
-from components.tools.validation import DUPLICATE_ID, UNMAPPED_LABEL
+from components.records import DUPLICATE_ID, UNMAPPED_LABEL
 from tests.ingestion_fixtures import (
     bad_images,
     make_synthetic,
@@ -169,7 +169,7 @@ def test_real_drops_through_a_csv_manifest(real_drops: Path, tmp_path: Path):
     gsk = yaml.safe_load((Path(load_catalogue().get("GSK").file)).read_text())
     gsk["layout"] = {
         "reader": "csv_manifest",
-        "manifest": str(real_drops / "labels.csv"),
+        "manifest": "labels.csv",
         "columns": {"path": "filename", "label": "label"},
     }
     catalogue_dir = tmp_path / "catalogue"
@@ -184,8 +184,9 @@ def test_real_drops_through_a_csv_manifest(real_drops: Path, tmp_path: Path):
     assert unlabelled, "the manifest is expected to hold a row without a label"
 
     uri = str(tmp_path / "artifact")
-    config = IngestionConfig(catalogue, str(tmp_path))
-    units = list_work_units(catalogue, str(tmp_path))
+    # The photographs' folder is the data folder: images are read only inside it.
+    config = IngestionConfig(catalogue, str(real_drops))
+    units = list_work_units(catalogue, str(real_drops))
     with BeamTestPipeline() as pipeline:
         outputs = pipeline | IngestImages(config, units)
         examples = (outputs[TRAIN_SPLIT], outputs[EVAL_SPLIT]) | beam.Flatten()

@@ -130,13 +130,15 @@ def test_missing_layout_data_names_the_institution(bucket):
         list_units(manifest, bucket)
 
 
-def test_unreadable_manifest_is_a_bad_record_not_a_crash(bucket):
-    _write(f"{bucket}/lab/scores.csv", b"File,Score\n\xff\xfe,clear\n")
+def test_an_undecodable_row_is_one_bad_record_and_the_rest_is_read(bucket):
+    _write(f"{bucket}/lab/scores.csv", b"File,Score\n\xff\xfe,clear\na.png,clear\n")
     source = make_source({"reader": "csv_manifest", "manifest": "lab/scores.csv",
                           "columns": {"path": "File", "label": "Score"}})
     records = list(read_source(source, bucket))
-    assert len(records) == 1 and isinstance(records[0], BadRecord)
-    assert records[0].reason == "unreadable_records"
+    assert len(records) == 2 and isinstance(records[0], BadRecord)
+    assert records[0].reason == "undecodable_record"
+    assert records[0].origin.endswith("scores.csv:2")
+    assert not isinstance(records[1], BadRecord) and records[1].path.endswith("lab/a.png")
 
 
 @pytest.mark.slow

@@ -367,6 +367,37 @@ def test_draft_text_reads_back_awkward_labels_exactly(tmp_path: Path):
     assert parse_source(tmp_path / "XLAB.yaml", filled).label_map == dict.fromkeys(awkward, 2)
 
 
+def test_every_file_type_found_and_not_used_is_counted_with_the_reason(tmp_path: Path):
+    """Nothing in the lab's folder is passed over in silence."""
+    lab = tmp_path / "data" / "OXFORD"
+    for label, n in (("clear", 3), ("xtal", 2)):
+        for i in range(n):
+            _image(lab / "images" / label / f"{i}.jpg", seed=i)
+    for name in ("scoring-guide.pdf", "plate-map.pdf"):
+        (lab / name).write_bytes(b"%PDF-1.4\n")
+    (lab / "LICENSE").write_text("CC BY 4.0\n")
+    (lab / "images" / "xtal" / "3.tif").write_bytes(b"II*\x00")
+    (lab / "instrument.xml").write_text(
+        '<Instrument model="RI1000"><Lamp hours="1200"/></Instrument>\n')
+    (lab / "owners.csv").write_text("plate,owner\nP1,ann\nP2,bob\n")
+    catalogue = _empty_catalogue(tmp_path)
+
+    result = CliRunner().invoke(main, ["sources", "add", "OXFORD", "--from", str(lab),
+                                       "--catalogue", str(catalogue)])
+    assert result.exit_code == 0, result.output
+    assert "folder_per_label from OXFORD/images" in result.output
+    skipped = [line for line in result.output.splitlines() if line.startswith("skipped ")]
+    assert skipped == [
+        "skipped without an extension: 1 file, not images or label records",
+        "skipped .csv: 1 file, label records the layout does not read: no column holds "
+        "image file names (.jpg, .jpeg, .png); columns: 'plate', 'owner'",
+        "skipped .pdf: 2 files, not images or label records",
+        "skipped .tif: 1 file, images ingestion cannot read (JPEG, PNG only)",
+        "skipped .xml: 1 file, label records the layout does not read: not a table, "
+        "JSON lines or XML export naming images",
+    ]
+
+
 def test_refusals_name_the_problem(tmp_path: Path, catalogue_copy: Path):
     lab = tmp_path / "data" / "NEWLAB"
     for label in ("a", "b"):

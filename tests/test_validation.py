@@ -73,7 +73,15 @@ def test_planted_problems_are_each_reported(damaged_set):
     assert gsk.unmapped == {"crystal-ish": 2}
     assert all(p.endswith((".jpg",)) for p in gsk.unmapped_examples["crystal-ish"])
     duplicate = next(p for p in report.problems if p.kind == "duplicate_image_id")
-    assert duplicate.institution == "MERCK" and "already used by" in duplicate.detail
+    # Ingestion's rule: the smallest locator (the export's first line) is kept.
+    assert duplicate.institution == "MERCK" and "which is kept" in duplicate.detail
+    assert duplicate.detail.endswith(".jsonl:1, which is kept")
+    for source_report in report.sources.values():
+        assert source_report.records == source_report.usable + sum(
+            source_report.quarantined.values()
+        )
+    assert gsk.quarantined == {"unmapped_label": 2, "missing_file": 1, "empty_file": 1,
+                               "truncated_image": 1}
     missing = next(p for p in report.problems if p.kind == "missing_file")
     assert missing.path.endswith("GSK000000_H12_19990101-000000.jpg")
     assert missing.origin.endswith("labels.csv:" + str(len(

@@ -14,6 +14,11 @@ PCollection that crosses a stage boundary in memory) and costs one read per imag
 3. ``ToExamples``: per record (or per shard file), read and fully decode the image,
    build the tf.Example, pick its split by a hash of the image id, and emit either a
    serialised example or a quarantine row, plus a counter key.
+
+The rules of steps 1-3 for layout records (which records are refused, and why) live
+in :mod:`components.records`, which ``marco sources validate`` runs as well; this
+module arranges them in a Beam graph and adds the published shards' own checks.
+Every record read gives exactly one example or one quarantine row.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from components import imagecheck
+from components import imagecheck, records
 from components.catalogue import Catalogue, NativeLabel, Source
 from components.ingestion import tfexample
 from components.names import (
@@ -55,16 +60,21 @@ from components.names import (
     WIDTH_KEY,
     require_data_source,
 )
-from components.readers import BadRecord, Record, list_units, read_unit
-from components.tools.validation import DUPLICATE_ID, UNMAPPED_LABEL
+from components.readers import list_units, read_unit
+from components.records import (
+    CORRUPT_RECORD,
+    LABEL_CONFLICT,
+    MISSING_FIELD,
+    UNKNOWN_INSTITUTION,
+    UNMAPPED_LABEL,
+    BadRecord,
+    Record,
+    duplicate_locators,
+    duplicate_refusal,
+    id_entry,
+)
 
 SPLITS = (TRAIN_SPLIT, EVAL_SPLIT)
-
-# Quarantine reasons beyond imagecheck's and the readers' own.
-UNKNOWN_INSTITUTION = "unknown_institution"
-LABEL_CONFLICT = "label_conflict"
-CORRUPT_RECORD = "corrupt_record"
-MISSING_FIELD = "missing_field"
 
 QUARANTINE_COLUMNS = ("path", "institution", "reason", "detail", "origin")
 QUARANTINE_TAG = "quarantine"
@@ -346,40 +356,24 @@ def build_example(
     return tfexample.encode_example(features)
 
 
-def _dropped(locator: str, image_id: str, duplicates: Mapping[str, str]) -> str | None:
-    kept = duplicates.get(locator)
-    return f"image id {image_id!r} is also at {kept}, which is kept" if kept else None
-
-
 def process_record(
     record: Record | BadRecord,
     config: IngestionConfig,
     duplicates: Mapping[str, str],
 ) -> Accepted | Quarantined:
-    """Turn one layout record into an example or a quarantine entry."""
-    if isinstance(record, BadRecord):
+    """Turn one layout record into an example or a quarantine entry.
+
+    The verdict is :func:`components.records.judge`'s, the one ``marco sources
+    validate`` gives too.
+    """
+    verdict = records.judge(record, config.catalogue, duplicates, config.max_pixels)
+    if isinstance(verdict, records.Refusal):
         return Quarantined(
-            record.path, record.institution, record.reason, record.detail, record.origin
+            record.path, record.institution, verdict.reason, verdict.detail, record.origin
         )
-    source = config.catalogue.get(record.institution)
-    if source.class_of(record.native_label) is None:
-        return Quarantined(
-            record.path, record.institution, UNMAPPED_LABEL,
-            f"native label {record.native_label!r} is not mapped in {source.file.name}",
-            record.origin,
-        )
-    duplicate = _dropped(record.origin, record.image_id, duplicates)
-    if duplicate:
-        return Quarantined(record.path, record.institution, DUPLICATE_ID, duplicate,
-                           record.origin)
-    try:
-        data, info = imagecheck.read_and_inspect(record.path, config.max_pixels)
-    except imagecheck.BadImage as exc:
-        return Quarantined(record.path, record.institution, exc.reason, exc.detail,
-                           record.origin)
     split = split_for(record.image_id, config.eval_percent)
     example = build_example(
-        data, info,
+        verdict.data, verdict.info,
         institution=record.institution,
         native_label=record.native_label,
         image_id=record.image_id,
@@ -414,9 +408,9 @@ def process_shard(
             yield Quarantined(path, exc.institution, exc.reason, exc.detail, locator)
             continue
         code = entry.source.code
-        duplicate = _dropped(locator, entry.image_id, duplicates)
-        if duplicate:
-            yield Quarantined(path, code, DUPLICATE_ID, duplicate, locator)
+        duplicate = duplicate_refusal(locator, entry.image_id, duplicates)
+        if duplicate is not None:
+            yield Quarantined(path, code, duplicate.reason, duplicate.detail, locator)
             continue
         try:
             info = imagecheck.inspect_image(entry.data, config.max_pixels)
@@ -451,8 +445,9 @@ class ListWork(beam.DoFn):
             source = config.catalogue.get(unit.institution)
             for record in read_unit(source, config.data_dir or "", unit.path):
                 yield record
-                if isinstance(record, Record) and source.class_of(record.native_label) is not None:
-                    yield beam.pvalue.TaggedOutput(_IDS_TAG, (record.image_id, record.origin))
+                entry = id_entry(record, config.catalogue)
+                if entry is not None:
+                    yield beam.pvalue.TaggedOutput(_IDS_TAG, entry)
             return
         yield ShardFile(unit.path)
         sources_by_id = config.catalogue.by_marco_source_id()
@@ -469,17 +464,6 @@ class ListWork(beam.DoFn):
             yield beam.pvalue.TaggedOutput(
                 _IDS_TAG, (entry.image_id, _shard_locator(unit.path, index))
             )
-
-
-def duplicate_locators(id_and_locators: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]:
-    """(dropped locator, kept locator) for every copy of an id but the first.
-
-    The smallest locator is kept, so the choice does not depend on worker order.
-    """
-    _, locators = id_and_locators
-    ordered = sorted(locators)
-    for locator in ordered[1:]:
-        yield locator, ordered[0]
 
 
 class ToExamples(beam.DoFn):

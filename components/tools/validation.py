@@ -1,30 +1,33 @@
 """Checks a data folder against the source catalogue before any pipeline runs.
 
 This is what ``marco sources validate`` reports: per institution, counts per native
-label and per class, and every problem that would cost images or corrupt labels
-downstream (unmapped labels, missing or unreadable files, image ids used twice, within
-one institution or across two), plus warnings that need a person's judgement (labels
-never seen, an unusual class mix).
+label and per class, how many records ingestion would use and refuse, and every
+refused record with its reason. The verdicts are ingestion's own: records are read by
+the same layout readers (:mod:`components.readers`) and judged by the same rules
+(:mod:`components.records`: contained paths, mapped labels, one kept copy of each
+image id, usable images), on a local disk or an object store alike, so a data folder
+that validates cleanly quarantines nothing in ImageExampleGen. On top of that come
+what only a look at the whole folder shows: image ids shared between institutions,
+labels never seen and an unusual class mix.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from components import imagecheck
+from components import filesystem, imagecheck, records
 from components.catalogue import Catalogue, Source
 from components.names import CLASS_NAMES
-from components.readers import BadRecord, Record, list_units, read_unit
+from components.readers import list_units, read_unit
+from components.records import DUPLICATE_ID, BadRecord, Record
 
-UNMAPPED_LABEL = "unmapped_label"
-DUPLICATE_ID = "duplicate_image_id"
 NO_DATA = "missing_source_data"
 CLASS_MIX_DISTANCE = 0.35  # total-variation distance from the other institutions' mix
 CLASS_MIX_MIN_IMAGES = 50
@@ -49,10 +52,17 @@ class Problem:
 
 @dataclass
 class SourceReport:
-    """Counts and findings for one institution."""
+    """Counts and findings for one institution.
+
+    ``records`` counts every record read, readable or not; each is either ``usable``
+    (ingestion would make it an example) or refused, counted per reason in
+    ``quarantined`` and listed in ``problems``.
+    """
 
     code: str
     records: int = 0
+    usable: int = 0
+    quarantined: Counter = field(default_factory=Counter)
     labels: Counter = field(default_factory=Counter)
     classes: Counter = field(default_factory=Counter)
     unmapped: Counter = field(default_factory=Counter)
@@ -90,10 +100,15 @@ class ValidationReport:
         return {
             "ok": self.ok,
             "images_checked": self.images_checked,
+            "records": sum(r.records for r in self.sources.values()),
+            "usable": sum(r.usable for r in self.sources.values()),
+            "quarantined": sum(sum(r.quarantined.values()) for r in self.sources.values()),
             "problem_counts": dict(self.problem_counts()),
             "institutions": {
                 code: {
                     "records": r.records,
+                    "usable": r.usable,
+                    "quarantined": dict(r.quarantined),
                     "native_labels": dict(r.labels),
                     "classes": {CLASS_NAMES[c]: n for c, n in sorted(r.classes.items())},
                     "unmapped_labels": dict(r.unmapped),
@@ -106,37 +121,49 @@ class ValidationReport:
         }
 
 
-def _check_path(args: tuple[str, int]) -> tuple[str, str, str] | None:
-    path, max_pixels = args
-    try:
-        imagecheck.read_and_inspect(path, max_pixels)
-    except imagecheck.BadImage as exc:
-        return path, exc.reason, exc.detail
-    return None
+# What each worker process judges with, set once per process (see _judge_all).
+_RULES: dict = {}
 
 
-def _check_images(
-    paths: list[tuple[str, str, str]], workers: int, max_pixels: int, progress: bool
-) -> Iterator[tuple[str, str, str, str]]:
-    """Yield (institution, path, reason, detail) for each unusable image, in parallel."""
-    owners = {path: code for code, path, _ in paths}
-    jobs = [(path, max_pixels) for _, path, _ in paths]
-    bar = tqdm(total=len(jobs), desc="checking images", unit="img", disable=not progress)
+def _set_rules(catalogue: Catalogue, duplicates: dict[str, str], max_pixels: int,
+               decode: bool) -> None:
+    _RULES.update(catalogue=catalogue, duplicates=duplicates, max_pixels=max_pixels,
+                  decode=decode)
+
+
+def _verdict(item: Record | BadRecord) -> tuple[str, str] | None:
+    """(reason, detail) of a refused item, None for a usable one; image bytes stay in
+    the worker."""
+    verdict = records.judge(item, _RULES["catalogue"], _RULES["duplicates"],
+                            _RULES["max_pixels"], decode=_RULES["decode"])
+    return (verdict.reason, verdict.detail) if isinstance(verdict, records.Refusal) else None
+
+
+def _judge_all(
+    items: Sequence[Record | BadRecord],
+    rules: tuple[Catalogue, dict[str, str], int, bool],
+    workers: int,
+    progress: bool,
+) -> Iterator[tuple[str, str] | None]:
+    """:func:`components.records.judge` of every item, in order, over ``workers``
+    processes (images are decoded in parallel)."""
+    bar = tqdm(total=len(items), desc="checking records", unit="rec", disable=not progress)
+    executor = None
     try:
         if workers <= 1:
-            results: Iterable = map(_check_path, jobs)
-            executor = None
+            _set_rules(*rules)
+            results: Iterable = map(_verdict, items)
         else:
-            executor = ProcessPoolExecutor(max_workers=workers)
-            results = executor.map(_check_path, jobs, chunksize=64)
+            executor = ProcessPoolExecutor(
+                max_workers=workers, initializer=_set_rules, initargs=rules
+            )
+            results = executor.map(_verdict, items, chunksize=64)
         for result in results:
             bar.update(1)
-            if result is not None:
-                path, reason, detail = result
-                yield owners[path], path, reason, detail
+            yield result
     finally:
         bar.close()
-        if workers > 1:
+        if executor is not None:
             executor.shutdown()
 
 
@@ -178,11 +205,12 @@ def validate_data(
     max_pixels: int = imagecheck.DEFAULT_MAX_PIXELS,
     progress: bool = False,
 ) -> ValidationReport:
-    """Read every record of the chosen institutions and check it against the catalogue.
+    """Read every record of the chosen institutions and judge it as ingestion would.
 
     Args:
         catalogue: the loaded source catalogue.
-        data_dir: the folder the layouts' relative paths start from.
+        data_dir: the folder the layouts' relative paths start from, local or on an
+            object store (``gs://...``).
         institutions: codes to check; all of the catalogue when None.
         check_images: decode every image (slow on large sets) rather than only
             checking that the file exists.
@@ -190,13 +218,12 @@ def validate_data(
         max_pixels: the decompression-bomb limit.
         progress: show a progress bar.
     """
-    data_dir = Path(data_dir)
+    data_dir = filesystem.normalise(str(data_dir))
     chosen: list[Source] = (
         [catalogue.get(code) for code in institutions] if institutions else list(catalogue)
     )
     reports: dict[str, SourceReport] = {}
-    owners_of_id: dict[str, tuple[str, str]] = {}
-    to_check: list[tuple[str, str, str]] = []
+    items: list[Record | BadRecord] = []
     for source in chosen:
         report = reports[source.code] = SourceReport(source.code)
         try:
@@ -204,86 +231,54 @@ def validate_data(
         except FileNotFoundError as exc:
             report.problems.append(Problem(source.code, NO_DATA, str(source.file), str(exc)))
             continue
-        label_map = source.label_map
         for unit in units:
             for item in read_unit(source, data_dir, unit):
-                if isinstance(item, BadRecord):
-                    report.problems.append(
-                        Problem(source.code, item.reason, item.origin, item.detail, item.path)
-                    )
-                    continue
-                _tally(report, item, label_map, owners_of_id, to_check)
+                items.append(item)
+                _tally(report, item, source)
         for label in source.labels:
             if report.records and label.native not in report.labels:
                 report.warnings.append(
                     f"native label {label.native!r} is mapped in {source.file.name} but no "
                     f"record uses it"
                 )
-    if to_check:
-        if check_images:
-            checked = _check_images(
-                to_check, workers or os.cpu_count() or 1, max_pixels, progress
-            )
-            origins = {path: origin for _, path, origin in to_check}
-            for code, path, reason, detail in checked:
-                reports[code].problems.append(Problem(code, reason, origins[path], detail, path))
-        else:
-            for code, path, origin in to_check:
-                if not os.path.isfile(path):
-                    reports[code].problems.append(
-                        Problem(code, imagecheck.MISSING, origin, "file does not exist", path)
-                    )
+    entries = (records.id_entry(item, catalogue) for item in items)
+    duplicates = records.find_duplicates(e for e in entries if e is not None)
+    owners = {item.origin: item.institution for item in items if isinstance(item, Record)}
+    rules = (catalogue, duplicates, max_pixels, check_images)
+    verdicts = _judge_all(items, rules, workers or os.cpu_count() or 1, progress)
+    for item, verdict in zip(items, verdicts, strict=True):
+        report = reports[item.institution]
+        if verdict is None:
+            report.usable += 1
+            continue
+        reason, detail = verdict
+        report.quarantined[reason] += 1
+        report.problems.append(Problem(item.institution, reason, item.origin, detail, item.path))
+        if reason == DUPLICATE_ID:
+            owner = owners[duplicates[item.origin]]
+            if owner != item.institution:
+                report.collisions[owner] += 1
+                examples = report.collision_examples.setdefault(owner, [])
+                if len(examples) < 3:
+                    examples.append(f"{item.image_id!r} ({item.origin})")
     _class_mix_warnings(reports)
     return ValidationReport(sources=reports, images_checked=check_images)
 
 
-def _tally(
-    report: SourceReport,
-    record: Record,
-    label_map: dict[str, int],
-    owners_of_id: dict[str, tuple[str, str]],
-    to_check: list[tuple[str, str, str]],
-) -> None:
+def _tally(report: SourceReport, item: Record | BadRecord, source: Source) -> None:
+    """Count one record read: its native label and class, an unmapped label's examples."""
     report.records += 1
-    report.labels[record.native_label] += 1
-    class_id = label_map.get(record.native_label)
+    if not isinstance(item, Record):
+        return
+    report.labels[item.native_label] += 1
+    class_id = source.class_of(item.native_label)
     if class_id is None:
-        report.unmapped[record.native_label] += 1
-        examples = report.unmapped_examples.setdefault(record.native_label, [])
+        report.unmapped[item.native_label] += 1
+        examples = report.unmapped_examples.setdefault(item.native_label, [])
         if len(examples) < 3:
-            examples.append(record.path)
-        report.problems.append(
-            Problem(
-                record.institution,
-                UNMAPPED_LABEL,
-                record.origin,
-                f"native label {record.native_label!r} is not in the catalogue",
-                record.path,
-            )
-        )
+            examples.append(item.path)
     else:
         report.classes[class_id] += 1
-    previous = owners_of_id.get(record.image_id)
-    if previous is not None:
-        owner, origin = previous
-        where = "" if owner == record.institution else f" of institution {owner}"
-        if owner != record.institution:
-            report.collisions[owner] += 1
-            examples = report.collision_examples.setdefault(owner, [])
-            if len(examples) < 3:
-                examples.append(f"{record.image_id!r} ({record.origin})")
-        report.problems.append(
-            Problem(
-                record.institution,
-                DUPLICATE_ID,
-                record.origin,
-                f"image id {record.image_id!r} already used by {origin}{where}",
-                record.path,
-            )
-        )
-        return
-    owners_of_id[record.image_id] = (record.institution, record.origin)
-    to_check.append((record.institution, record.path, record.origin))
 
 
 def format_report(report: ValidationReport, max_problems: int = 20) -> str:
@@ -291,7 +286,9 @@ def format_report(report: ValidationReport, max_problems: int = 20) -> str:
     lines: list[str] = []
     for code, r in report.sources.items():
         classes = ", ".join(f"{CLASS_NAMES[c]} {r.classes[c]}" for c in range(len(CLASS_NAMES)))
-        lines.append(f"{code}: {r.records} records; classes: {classes}")
+        refused = sum(r.quarantined.values())
+        lines.append(f"{code}: {r.records} records ({r.usable} usable, {refused} refused); "
+                     f"classes: {classes}")
         for label, count in sorted(r.labels.items(), key=lambda kv: (-kv[1], kv[0])):
             flag = "  UNMAPPED" if label in r.unmapped else ""
             lines.append(f"    {label!r:<36} {count:>8}{flag}")

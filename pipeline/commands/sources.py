@@ -52,7 +52,7 @@ def list_sources(catalogue_dir: Path | None) -> None:
 
 
 @sources.command("validate")
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir")
 @catalogue_option
 @click.option("--only", "institutions", multiple=True, help="Check only this institution code "
               "(repeatable).")
@@ -65,7 +65,7 @@ def list_sources(catalogue_dir: Path | None) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the report as JSON to this file.")
 def validate(
-    data_dir: Path,
+    data_dir: str,
     catalogue_dir: Path | None,
     institutions: tuple[str, ...],
     no_images: bool,
@@ -75,12 +75,22 @@ def validate(
 ) -> None:
     """Check DATA_DIR against the catalogue; exit 1 when any record has a problem.
 
-    Reports per institution the counts per native label and per class, unmapped
-    labels (with counts and example files), missing or unreadable images and
-    duplicate image ids, then the first offending records and the total.
+    DATA_DIR is a local folder or an object-store URL (gs://bucket/data). Every
+    record is judged by ingestion's own rules, so each one reported here is one
+    ImageExampleGen would quarantine, for the same reason. Reports per institution
+    the records read, usable and refused, counts per native label and per class,
+    unmapped labels (with counts and example files), image ids shared between
+    institutions, then the first refused records and the total.
     """
+    from components import filesystem
     from components.tools.validation import format_report, validate_data
 
+    try:
+        is_folder = filesystem.isdir(data_dir)
+    except OSError as exc:
+        raise click.BadParameter(f"{data_dir}: {exc}", param_hint="DATA_DIR") from None
+    if not is_folder:
+        raise click.BadParameter(f"{data_dir} is not a folder", param_hint="DATA_DIR")
     catalogue = load_or_exit(catalogue_dir)
     unknown = [code for code in institutions if code not in catalogue.codes]
     if unknown:
@@ -115,10 +125,11 @@ def validate(
 @click.option("--name", default=None, help="The institution's full name.")
 @click.option("--imager", default=None, help="The imager(s) that took the images.")
 @click.option("--setup", default=None, help="Crystallization set-up, e.g. 'Sitting drop'.")
-@click.option("--label-column", default=None, help="Column (CSV) or dotted key (JSON lines) "
-              "holding the label, when the detected one is wrong.")
-@click.option("--path-column", default=None, help="Column or dotted key holding the image "
-              "path, when the detected one is wrong.")
+@click.option("--label-column", default=None, help="Column (CSV), dotted key (JSON lines) "
+              "or element path (XML, e.g. Score) holding the label, when the detected one is "
+              "wrong.")
+@click.option("--path-column", default=None, help="Column, dotted key or element path (e.g. "
+              "Image/@path) holding the image path, when the detected one is wrong.")
 @click.option("--force", is_flag=True, help="Overwrite an existing draft of CODE.")
 def add(
     code: str,
@@ -134,11 +145,12 @@ def add(
 ) -> None:
     """Draft schemas/sources/CODE.yaml for a new institution from its files.
 
-    Detects the layout (CSV/TSV manifest, JSON lines or one folder per label) and
-    which column or key holds the image path, label, id, plate, well and imaging
-    time; reads every record to list each native label with its count; and writes
-    a draft whose label classes are left empty, with suggestions as comments. The
-    catalogue refuses the draft until every class is filled in.
+    Detects the layout (CSV/TSV manifest, JSON lines, XML export or one folder per
+    label) and which column, key or element path holds the image path, label, id,
+    plate, well and imaging time; reads every record to list each native label with
+    its count; says how many files of each type it found and did not use, and why;
+    and writes a draft whose label classes are left empty, with suggestions as
+    comments. The catalogue refuses the draft until every class is filled in.
     """
     from components.tools.drafting import DraftError, add_source, describe
     from schemas import SOURCES_DIR
