@@ -64,4 +64,28 @@ fi
 
 # --frozen: install exactly uv.lock, never re-resolve. The project goes in editable.
 "$UV" sync --frozen --extra dev --compile-bytecode --python "$PYTHON" --quiet
+
+# The plate viewer's browser tests drive a real headless Chromium: Debian's chromium
+# and chromium-driver packages (a browser cannot be downloaded at test time).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: chromium and chromedriver are missing and this is not a Debian-like" \
+         "system; install them, or the plate viewer's browser tests are skipped" >&2
+  else
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+      if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
+    fi
+    if [ "$SUDO" = none ]; then
+      echo "bootstrap: chromium and chromedriver are missing; run as root (or install sudo)," \
+           "or: apt-get install -y chromium chromium-driver; until then the plate viewer's" \
+           "browser tests are skipped" >&2
+    else
+      echo "bootstrap: installing chromium and chromium-driver with apt-get"
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+        >/dev/null
+    fi
+  fi
+fi
 echo "bootstrap: .venv is ready ($(.venv/bin/python --version)); try .venv/bin/marco --help"

@@ -265,7 +265,8 @@ def test_csv_probabilities_equal_the_models(folder_run, drops, serving_dir):  # 
     np.testing.assert_allclose(got, direct, atol=1e-6)
     assert [r["predicted_class"] for r in scored] == [CLASS_NAMES[i]
                                                       for i in direct.argmax(axis=1)]
-    assert list(rows[0]) == ["path", "predicted_class", *CLASS_NAMES, "plate", "well", "error"]
+    assert list(rows[0]) == ["path", "predicted_class", *CLASS_NAMES, "plate", "well", "imaged_at",
+                            "error"]
 
 
 @pytest.mark.slow

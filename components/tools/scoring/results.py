@@ -10,6 +10,9 @@ final order; the merge keeps that bound and costs a few seconds per million rows
 
 Order: scored images by crystal probability, highest first (ties by path); then the
 images that could not be scored, by path, each with its error.
+
+The ``imaged_at`` column, when the image was taken, is read from each path while the
+file is written (:class:`ImagedAtParser`), so rows carry only what the model gave.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime
 import heapq
 import itertools
 import json
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,10 +35,102 @@ import numpy as np
 from components import filesystem
 from components.names import CLASS_IDS, CLASS_NAMES, NUM_CLASSES
 
-COLUMNS = ("path", "predicted_class", *CLASS_NAMES, "plate", "well", "error")
+COLUMNS = ("path", "predicted_class", *CLASS_NAMES, "plate", "well", "imaged_at", "error")
 CRYSTALS = CLASS_IDS["crystals"]
 DEFAULT_CHUNK_ROWS = 100_000
 DEFAULT_HITS_THRESHOLD = 0.7
+
+# The last date in the path, 8 digits (20140114) or with dashes (2014-01-14), not part
+# of a longer number, optionally followed (after "T", "_", "-" or nothing) by a time
+# HHMM or HHMMSS, with or without colons. Matches "GSK781830_A01_20140114-080000.jpg",
+# "2014-01-14/PLATE7_B12.jpg" and "PLATE7/2014-01-14T08:30/B12.png".
+DEFAULT_IMAGED_AT_PATTERN = (
+    r"^.*(?<![0-9])(?P<year>(?:19|20)[0-9]{2})(?P<sep>-?)(?P<month>0[1-9]|1[0-2])(?P=sep)"
+    r"(?P<day>0[1-9]|[12][0-9]|3[01])"
+    r"(?:[T_-]?(?P<hour>[01][0-9]|2[0-3]):?(?P<minute>[0-5][0-9])(?::?(?P<second>[0-5][0-9]))?)?"
+    r"(?![0-9])"
+)
+_DATE_GROUPS = ("year", "month", "day")
+_ISO_TIME = re.compile(
+    r"^(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
+    r"(?:[T ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2}))?)?$"
+)
+
+
+def _iso(fields: dict[str, str | None], source: str) -> str:
+    """``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SS`` from year...second strings, checked."""
+    try:
+        day = datetime.date(int(fields["year"]), int(fields["month"]), int(fields["day"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: not a date ({exc})") from None
+    if not fields.get("hour"):
+        return day.isoformat()
+    moment = datetime.datetime(day.year, day.month, day.day, int(fields["hour"]),
+                               int(fields.get("minute") or 0), int(fields.get("second") or 0))
+    return moment.isoformat()
+
+
+def normalise_imaged_at(text: str, source: str = "imaged_at") -> str:
+    """An imaging time as ISO 8601 (``2014-01-14`` or ``2014-01-14T08:00:00``).
+
+    Accepts those forms, a space for the ``T`` and times without seconds; an empty
+    text stays empty.
+
+    Raises:
+        ValueError: naming ``source`` for anything else.
+    """
+    text = text.strip()
+    if not text:
+        return ""
+    match = _ISO_TIME.match(text)
+    if match is None:
+        raise ValueError(f"{source}: {text!r} is not a date or time as YYYY-MM-DD or "
+                         "YYYY-MM-DDTHH:MM[:SS]")
+    return _iso(match.groupdict(), f"{source}: {text!r}")
+
+
+class ImagedAtParser:
+    """Reads when an image was taken from its path with a regular expression.
+
+    The pattern is searched (``re.search``) in the path written with ``/`` separators.
+    Its named groups give the time: either ``imaged_at`` (text in ISO form, see
+    :func:`normalise_imaged_at`), or ``year``, ``month`` and ``day`` with optional
+    ``hour``, ``minute`` and ``second``. Paths it does not match, or whose digits are
+    no real date (a 31 February), get an empty value. An empty pattern reads nothing.
+
+    Raises:
+        ValueError: for a pattern that does not compile or lacks those groups.
+    """
+
+    def __init__(self, pattern: str | None = DEFAULT_IMAGED_AT_PATTERN) -> None:
+        self.pattern = pattern or ""
+        self._regex = None
+        if not self.pattern:
+            return
+        try:
+            self._regex = re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"imaging-time pattern {pattern!r} is not a valid regular "
+                             f"expression: {exc}") from None
+        groups = set(self._regex.groupindex)
+        if "imaged_at" not in groups and not set(_DATE_GROUPS) <= groups:
+            raise ValueError(f"imaging-time pattern {pattern!r} has neither an "
+                             "(?P<imaged_at>...) group nor (?P<year>...), (?P<month>...) "
+                             "and (?P<day>...) groups")
+
+    def parse(self, path: str) -> str:
+        if self._regex is None:
+            return ""
+        match = self._regex.search(path.replace(os.sep, "/"))
+        if match is None:
+            return ""
+        found = match.groupdict()
+        try:
+            if found.get("imaged_at") is not None:
+                return normalise_imaged_at(found["imaged_at"], path)
+            return _iso(found, path)
+        except ValueError:
+            return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +177,14 @@ class ResultRow:
         return cls(path, None if probabilities is None else tuple(probabilities),
                    plate, well, error)
 
-    def csv_cells(self) -> list[str]:
+    def csv_cells(self, imaged_at: str = "") -> list[str]:
+        """The row's CSV cells in :data:`COLUMNS` order, with its imaging time."""
         if self.probabilities is None:
             values = [""] * NUM_CLASSES
         else:
             values = [format_probability(p) for p in self.probabilities]
-        return [self.path, self.predicted_class, *values, self.plate, self.well, self.error]
+        return [self.path, self.predicted_class, *values, self.plate, self.well, imaged_at,
+                self.error]
 
 
 def format_probability(value: float) -> str:
@@ -193,8 +292,12 @@ def write_results(
     *,
     hits_dir: str | None = None,
     hits_threshold: float = DEFAULT_HITS_THRESHOLD,
+    imaged_at_pattern: str | None = DEFAULT_IMAGED_AT_PATTERN,
 ) -> ResultsSummary:
     """Writes the sorted ``rows`` to the CSV file ``out`` and copies the hits.
+
+    Each row's ``imaged_at`` cell is read from its path with ``imaged_at_pattern``
+    (:class:`ImagedAtParser`; None or empty leaves the column empty).
 
     The file appears complete or not at all (written beside ``out``, then renamed).
     Hits are the images whose crystal probability is above ``hits_threshold``; each
@@ -203,6 +306,7 @@ def write_results(
     summary, not raised.
     """
     summary = ResultsSummary()
+    imaged_at = ImagedAtParser(imaged_at_pattern)
     width = max(4, len(str(count)))
     if hits_dir is not None:
         os.makedirs(hits_dir, exist_ok=True)
@@ -211,7 +315,7 @@ def write_results(
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in rows:
-            writer.writerow(row.csv_cells())
+            writer.writerow(row.csv_cells(imaged_at.parse(row.path)))
             summary.images += 1
             if row.probabilities is None:
                 summary.errors += 1
@@ -229,3 +333,36 @@ def write_results(
                         summary.hit_failures.append(f"{row.path}: {exc}")
     os.replace(partial, out)
     return summary
+
+
+def apply_imaged_at_pattern(csv_path: str, pattern: str | None) -> int:
+    """Re-reads the ``imaged_at`` column of a results file from its paths with ``pattern``.
+
+    For a file :func:`write_results` wrote with another pattern; the file is rewritten
+    beside itself and renamed, so it stays whole. Returns the number of rows that got a
+    time.
+
+    Raises:
+        ValueError: for a bad pattern, or a file without the ``path`` and ``imaged_at``
+            columns.
+    """
+    parser = ImagedAtParser(pattern)
+    found = 0
+    partial = f"{csv_path}.partial"
+    with open(csv_path, newline="", encoding="utf-8") as source, \
+            open(partial, "w", newline="", encoding="utf-8") as target:
+        reader = csv.reader(source)
+        header = next(reader, [])
+        if "path" not in header or "imaged_at" not in header:
+            raise ValueError(f"{csv_path}: not a results file with 'path' and 'imaged_at' "
+                             f"columns (columns: {', '.join(header) or 'none'})")
+        path_at, time_at = header.index("path"), header.index("imaged_at")
+        writer = csv.writer(target, lineterminator="\n")
+        writer.writerow(header)
+        for cells in reader:
+            if len(cells) > max(path_at, time_at):
+                cells[time_at] = parser.parse(cells[path_at])
+                found += bool(cells[time_at])
+            writer.writerow(cells)
+    os.replace(partial, csv_path)
+    return found
