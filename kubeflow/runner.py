@@ -136,7 +136,12 @@ class ClusterSettings:
     ))
     catalogue_dir: str | None = field(default=None, metadata=_help(
         "Folder of institution YAML files, gs:// or an absolute path (default: the "
-        "project's schemas/sources)."
+        "project's schemas/sources). The schema the run validates against is then "
+        "derived from it when the run starts, so it may add institutions."
+    ))
+    quarantine_budget: float = field(default=0.01, metadata=_help(
+        "Largest share of the inputs (a fraction, 0-1) that ingestion may quarantine "
+        "before it stops the run."
     ))
     beam_runner: str = field(default="DataflowRunner", metadata=_help(
         "Beam runner of ImageExampleGen, StatisticsGen, Transform and the Evaluator: "
@@ -269,6 +274,7 @@ REQUIRED_SETTINGS = tuple(
 # Field type names as written in the class (annotations are strings here).
 _INT_SETTINGS = tuple(n for n, f in SETTING_FIELDS.items() if f.type == "int")
 _BOOL_SETTINGS = tuple(n for n, f in SETTING_FIELDS.items() if f.type == "bool")
+_FRACTION_SETTINGS = tuple(n for n, f in SETTING_FIELDS.items() if f.type == "float")
 _OPTIONAL_SETTINGS = tuple(n for n, f in SETTING_FIELDS.items() if "None" in str(f.type))
 
 
@@ -328,6 +334,11 @@ def parse_settings(data: Mapping[str, Any], source: str = "settings") -> Cluster
         elif name in _BOOL_SETTINGS:
             if not isinstance(value, bool):
                 fail(name, f"must be true or false, got {value!r}")
+        elif name in _FRACTION_SETTINGS:
+            fraction = _fraction(value)
+            if fraction is None:
+                fail(name, f"must be a fraction between 0 and 1, got {value!r}")
+            data = {**data, name: fraction}
         elif not isinstance(value, str) or not value.strip() or value != value.strip():
             fail(name, f"must be a non-empty string without surrounding spaces, got {value!r}")
     if not _PROJECT.match(data["project"]):
@@ -363,6 +374,17 @@ def parse_settings(data: Mapping[str, Any], source: str = "settings") -> Cluster
         fail("service_account", f"{data['service_account']!r} is not a service account email")
     _check_accelerator(data, fail)
     return ClusterSettings(**dict(data))
+
+
+def _fraction(value: Any) -> float | None:
+    """``value`` as a number within 0-1 (a flag gives it as text), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number <= 1.0 else None
 
 
 def path_problem(value: str) -> str | None:
@@ -530,7 +552,10 @@ def build(settings: ClusterSettings):
             "Newest model version in the serving folder when the run is submitted; part "
             "of the served-model baseline's cache key.",
         ),
-        schema_file=CONTAINER_SCHEMA_FILE,
+        # The project's catalogue is validated against the committed schema, inside
+        # the image; another catalogue's schema is derived from it (CatalogueSchemaGen).
+        schema_file=None if settings.catalogue_dir else CONTAINER_SCHEMA_FILE,
+        quarantine_budget=settings.quarantine_budget,
         backup_dir=f"{root}/trainer-backup",
         serving_dir=settings.serving_dir,
         beam_pipeline_args=settings.beam_args(),

@@ -81,10 +81,18 @@ class PipelineConfig:
         preset: training and blessing settings.
         marco_shards: glob of published MARCO TFRecord shards to ingest as well (or a
             string runtime parameter).
-        catalogue_dir: institution YAML folder (default: the project's).
-        schema_file: curated schema (default: the project's schemas/schema.pbtxt).
+        catalogue_dir: institution YAML folder (default: the project's). Another
+            folder's schema is derived from it when the run starts
+            (:class:`components.catalogue_schema.CatalogueSchemaGen`), so a catalogue
+            outside the checkout may add institutions.
+        schema_file: a curated schema to validate against instead (default: the
+            project's schemas/schema.pbtxt with the project's catalogue, the derived
+            schema with another).
         eval_percent: share of image ids held out for evaluation.
         quarantine_budget: largest acceptable share of quarantined files.
+        stop_report_dir: where a step that stops the run writes its full report (the
+            quarantine report, the anomalies), which outlives the failed step; default
+            ``<pipeline_root>/stopped-runs``.
         backup_dir: stable folder for the Trainer's preemption checkpoints, so that a
             rerun after a crash resumes rather than restarts.
         serving_dir: where the Pusher writes blessed models, one numbered version
@@ -112,6 +120,7 @@ class PipelineConfig:
     schema_file: str | None = None
     eval_percent: int = DEFAULT_EVAL_PERCENT
     quarantine_budget: float = 0.01
+    stop_report_dir: str | None = None
     backup_dir: str | None = None
     serving_dir: str | None = None
     change_tolerance: float = 0.0
@@ -128,3 +137,10 @@ class PipelineConfig:
     @property
     def serving_root(self) -> str:
         return self.serving_dir or f"{self.pipeline_root.rstrip('/')}/serving"
+
+    @property
+    def stop_reports_root(self) -> str:
+        """Where steps that stop the run write their full reports."""
+        from components.stop_reports import default_dir
+
+        return self.stop_report_dir or default_dir(self.pipeline_root)

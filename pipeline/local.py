@@ -8,6 +8,8 @@ finds its ML Metadata, reuses cached results and resumes an interrupted training
     RUN_DIR/pipeline/         component outputs (TFX pipeline root)
     RUN_DIR/serving/          pushed models, one numbered version each (TF Serving)
     RUN_DIR/trainer-backup/   the Trainer's preemption checkpoints
+    RUN_DIR/stopped-runs/     full reports of runs a step stopped on purpose (the
+                              quarantine report over budget, the anomalies)
     RUN_DIR/run.log           the full log of every run
 
 While a command runs, :func:`console_and_log` sends everything this process and the
@@ -86,6 +88,7 @@ def local_config(
     **overrides,
 ) -> PipelineConfig:
     """The configuration of a local run whose every output lives under ``run_dir``."""
+    from components import stop_reports
     from pipeline.config import PipelineConfig
 
     run_dir = Path(run_dir).resolve()
@@ -95,6 +98,7 @@ def local_config(
         data_dir=data_dir,
         serving_dir=str(run_dir / SERVING_DIR),
         backup_dir=str(run_dir / BACKUP_DIR),
+        stop_report_dir=str(run_dir / stop_reports.STOPPED_RUNS_DIR),
         beam_pipeline_args=local_beam_args(workers),
         **overrides,
     )

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tfx import v1 as tfx
 
 from components.anomaly_gate import AnomalyGate
+from components.catalogue_schema import CatalogueSchemaGen
 from components.ingestion.component import ImageExampleGen
 from components.statistics import stats_options
 from components.trainer import BACKUP_DIR_KEY
 from components.trainer.config import CUSTOM_CONFIG_KEY
 from components.transform import CATALOGUE_DIR_CONFIG
 from pipeline.config import PipelineConfig
-from schemas import SCHEMA_FILE
+from schemas import SCHEMA_FILE, SOURCES_DIR
 
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
@@ -44,6 +46,20 @@ class Placement:
     trainer_custom_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     endpoint_pusher_component: type | None = None
     endpoint_pusher_custom_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def derives_schema(config: PipelineConfig) -> bool:
+    """True when the run's schema is derived from its catalogue at run time.
+
+    That is a catalogue other than the project's, and no curated schema file given:
+    the committed ``schemas/schema.pbtxt`` knows only the project's catalogue.
+    """
+    if not config.catalogue_dir or config.schema_file:
+        return False
+    from components import filesystem
+
+    catalogue = config.catalogue_dir
+    return filesystem.is_remote(catalogue) or Path(catalogue).resolve() != SOURCES_DIR
 
 
 def create_pipeline(
@@ -75,8 +91,15 @@ def create_pipeline(
         eval_percent=config.eval_percent,
         quarantine_budget=config.quarantine_budget,
         input_fingerprint=config.input_fingerprint,
+        stop_report_dir=config.stop_reports_root,
     )
-    schema = tfx.components.ImportSchemaGen(schema_file=config.schema_file or str(SCHEMA_FILE))
+    derived = derives_schema(config)
+    if derived:
+        schema = CatalogueSchemaGen(config.catalogue_dir,
+                                    input_fingerprint=config.input_fingerprint)
+    else:
+        schema = tfx.components.ImportSchemaGen(
+            schema_file=config.schema_file or str(SCHEMA_FILE))
     statistics = tfx.components.StatisticsGen(
         examples=examples.outputs["examples"],
         schema=schema.outputs["schema"],
@@ -85,7 +108,11 @@ def create_pipeline(
     validator = tfx.components.ExampleValidator(
         statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"]
     )
-    gate = AnomalyGate(anomalies=validator.outputs["anomalies"])
+    gate = AnomalyGate(
+        anomalies=validator.outputs["anomalies"],
+        stop_report_dir=config.stop_reports_root,
+        catalogue_dir=config.catalogue_dir if derived else None,
+    )
     components = [examples, schema, statistics, validator, gate]
 
     if stop >= STAGES.index("transform"):

@@ -161,15 +161,26 @@ def test_a_failure_is_one_line_and_the_log_path():
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_marco_run_console_shows_progress_and_results_and_the_log_has_the_rest(tmp_path):
+def test_marco_run_console_shows_progress_and_results_and_the_log_has_the_rest(
+    tmp_path, catalogue_copy
+):
+    """The run reads a catalogue outside the checkout that adds a sixth institution:
+    its schema is derived from that catalogue (and recorded in ML Metadata), and the
+    new institution gets its own slice in the report."""
+    from components.catalogue import load_catalogue
+    from tests.ingestion_fixtures import add_institution
+
     data, out = tmp_path / "data", tmp_path / "run"
-    make_synthetic(data, 40)
-    # 8 steps: two epochs of the 26 training images at the tiny preset's batch of 8,
+    add_institution(catalogue_copy)
+    make_synthetic(data, 48, catalogue=load_catalogue(catalogue_copy))
+    nodes = ("CatalogueSchemaGen", *(n for n in NODES if n != "ImportSchemaGen"))
+    # 8 steps: two epochs of the 36 training images at the tiny preset's batch of 8,
     # so that the Trainer reports epochs for the progress lines. One Beam worker
     # process (a child whose output must be routed too) keeps the run short.
     result = subprocess.run(
         [_marco(), "run", "--data", str(data), "--preset", "tiny", "--out", str(out),
-         "--eval-percent", "25", "--workers", "1", "--train-steps", "8"],
+         "--eval-percent", "25", "--workers", "1", "--train-steps", "8",
+         "--catalogue", str(catalogue_copy)],
         capture_output=True, text=True, timeout=780,
     )
     console = result.stdout + result.stderr
@@ -179,16 +190,17 @@ def test_marco_run_console_shows_progress_and_results_and_the_log_has_the_rest(t
         f"running the MARCO pipeline (tiny preset) into {out}; full log: {log}")
     assert _noise_in(console) == {}
     assert result.stderr == ""
-    for position, node in enumerate(NODES, start=1):
-        step = rf"\[{position}/{len(NODES)}\] {node}"
+    for position, node in enumerate(nodes, start=1):
+        step = rf"\[{position}/{len(nodes)}\] {node}"
         assert re.search(rf"^{step} running$", result.stdout, re.MULTILINE), node
         assert re.search(rf"^{step} done in \d+ s$", result.stdout, re.MULTILINE), node
-    trainer = rf"\[{NODES.index('Trainer') + 1}/{len(NODES)}\] Trainer"
+    trainer = rf"\[{nodes.index('Trainer') + 1}/{len(nodes)}\] Trainer"
     assert re.search(rf"^{trainer} epoch \d+/\d+: loss [\d.]+, accuracy [\d.]+$",
                      result.stdout, re.MULTILINE)
     assert re.search(r"^accuracy [\d.]+% on \d+ eval images$", result.stdout, re.MULTILINE)
     assert re.search(r"^blessed; pushed to .*serving/\d+$", result.stdout, re.MULTILINE)
     assert f"report: {out / 'report' / 'report.md'}" in result.stdout
+    _check_outside_catalogue(out, catalogue_copy)
     # What the console was spared is in the log, with the lines progress was read from.
     text = log.read_text()
     routed = _noise_in(text)
@@ -198,6 +210,31 @@ def test_marco_run_console_shows_progress_and_results_and_the_log_has_the_rest(t
     assert re.search(r"INFO absl: Component Trainer is running\.", text)
     assert re.search(r"INFO absl: Epoch \d+/\d+", text)  # Keras' own, in the log only
     assert re.search(r"INFO components\.trainer\.epochs: epoch 2/2: accuracy ", text)
+
+
+def _check_outside_catalogue(out: Path, catalogue: Path) -> None:
+    """The sixth institution reached the report's slices, and ML Metadata shows the
+    catalogue the model was trained on: the Trainer read the schema derived from it."""
+    import json
+
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline.local import metadata_config
+
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["institutions"]["NEWLAB"]["examples"] >= 1, report["institutions"]
+    store = metadata_store.MetadataStore(metadata_config(out))
+    [schema] = store.get_artifacts_by_type("Schema")
+    properties = {k: v.string_value for k, v in schema.custom_properties.items()}
+    assert properties["catalogue_dir"] == str(catalogue)
+    assert "NEWLAB" in json.loads(properties["institutions"])
+    assert "NEWLAB.yaml" in json.loads(properties["catalogue_files"])
+    assert "NEWLAB" in Path(schema.uri, "schema.pbtxt").read_text()
+    readers = {e.execution_id for e in store.get_events_by_artifact_ids([schema.id])
+               if e.type == metadata_store_pb2.Event.INPUT}
+    types = {t.id: t.name for t in store.get_execution_types()}
+    assert any("Trainer" in types[e.type_id] for e in store.get_executions_by_id(readers))
 
 
 # ----------------------------------------------------------------------------- marco score

@@ -853,3 +853,29 @@ def test_report_of_a_pipeline_root_reads_the_newest_finished_evaluation(vertex_r
     result = CliRunner().invoke(marco, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "no metadata.sqlite and no finished Evaluator" in (
         result.output)
+
+
+def test_an_outside_catalogue_gets_a_schema_derived_from_it_in_the_compiled_job(tmp_path):
+    """The catalogue_dir setting: the schema is built from that catalogue when the run
+    starts (its cache key follows the submitted input fingerprint, which covers the
+    catalogue's content); a stopped step's report goes beside the job folders."""
+    catalogue = "gs://my-bucket/marco/catalogue"
+    settings = _write_settings(tmp_path, {**FILE_SETTINGS, "catalogue_dir": catalogue})
+    result = CliRunner().invoke(
+        marco, ["compile", "--config", str(settings), "--out", str(tmp_path / "job.json"),
+                "--quarantine-budget", "0.05"])
+    assert result.exit_code == 0, result.output
+    job = json.loads((tmp_path / "job.json").read_text())
+    tasks = _tasks(job)
+    assert "CatalogueSchemaGen" in tasks and "ImportSchemaGen" not in tasks
+    assert _constant(job, "CatalogueSchemaGen", "catalogue_dir") == catalogue
+    fingerprint = tasks["CatalogueSchemaGen"]["inputs"]["parameters"]["input_fingerprint"]
+    assert fingerprint["componentInputParameter"] == INPUT_FINGERPRINT_PARAMETER
+    for consumer in ("StatisticsGen", "ExampleValidator", "Transform", "Trainer"):
+        assert _producer(job, consumer, "schema") == "CatalogueSchemaGen", consumer
+    assert _constant(job, "ImageExampleGen", "quarantine_budget") == 0.05
+    for task in ("ImageExampleGen", "AnomalyGate"):
+        assert _constant(job, task, "stop_report_dir") == f"{ROOT}/stopped-runs", task
+    assert _constant(job, "AnomalyGate", "catalogue_dir") == catalogue
+    with pytest.raises(SettingsError, match="quarantine_budget: must be a fraction"):
+        parse_settings({**EXAMPLE, "quarantine_budget": 2})

@@ -99,3 +99,87 @@ def test_report_files_use_class_names_and_match_the_tables(tmp_path):
     assert "/srv/models/marco/7" in text and "| BBB |" in text
     for figure in FIGURES.values():
         assert (tmp_path / figure).stat().st_size > 1000
+
+
+def _constant_model_results() -> EvaluationResults:
+    """A model that answered "other" for every eval image, with the per-class precision
+    and recall TFMA's binarized top-1 metrics give such a model (recall 1.0 for every
+    class, precision equal to the class's share), which its confusion counts contradict."""
+    other = CLASS_NAMES.index("other")
+    confusion = np.zeros((4, 4))
+    confusion[:, other] = [3, 2, 1, 4]
+    shares = confusion.sum(axis=1) / confusion.sum()
+    overall = _slice("overall", confusion)
+    overall.precision = {name: float(shares[i]) for i, name in enumerate(CLASS_NAMES)}
+    overall.recall = dict.fromkeys(CLASS_NAMES, 1.0)
+    return EvaluationResults("eval", overall, {"AAA": _slice("AAA", confusion)}, True, [])
+
+
+def _check_per_class_follows_confusion(saved: dict) -> None:
+    counts = saved["confusion_counts"]
+    for name in CLASS_NAMES:
+        right = counts[name][name]
+        given = sum(counts[true][name] for true in CLASS_NAMES)
+        actual = sum(counts[name].values())
+        facts = saved["per_class"][name]
+        assert facts["precision"] == (pytest.approx(right / given) if given else None), name
+        assert facts["recall"] == (pytest.approx(right / actual) if actual else None), name
+
+
+def test_a_constant_models_precision_and_recall_agree_with_its_confusion_counts(tmp_path):
+    summary = write_report(_constant_model_results(), tmp_path)
+    saved = json.loads((tmp_path / JSON).read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["per_class"]["other"]["recall"] == 1.0
+    assert saved["per_class"]["other"]["precision"] == pytest.approx(0.1)
+    for name in ("clear", "crystals", "precipitate"):
+        # Never predicted: no precision to speak of, and none of its images found.
+        assert saved["per_class"][name]["precision"] is None, name
+        assert saved["per_class"][name]["recall"] == 0.0, name
+    _check_per_class_follows_confusion(saved)
+    text = (tmp_path / MARKDOWN).read_text()
+    assert "| clear | n/a | 0.0% |" in text and "| other | 10.0% | 100.0% |" in text
+
+
+def test_per_class_precision_and_recall_follow_the_confusion_counts(tmp_path):
+    results = _results()
+    results.overall.precision = dict.fromkeys(CLASS_NAMES, 0.5)  # never shown
+    saved = write_report(results, tmp_path)
+    _check_per_class_follows_confusion(json.loads(json.dumps(saved)))
+    assert tables.precision_recall(np.zeros((4, 4)))["clear"] == {
+        "precision": None, "recall": None}
+
+
+@pytest.mark.slow
+def test_a_constant_models_report_through_tfma(tmp_path):
+    """TFMA on the stored predictions of a model that says "other" to every image (the
+    project's EvalConfig, as tests/test_evaluation.py runs it), then the report."""
+    import tensorflow as tf
+    import tensorflow_model_analysis as tfma
+
+    from components.evaluation import eval_config
+    from components.tools.report.results import load_results
+    from tests.test_evaluation import _example, _predictions_only
+
+    other = CLASS_NAMES.index("other")
+    labels = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3]
+    path = tmp_path / "examples.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, label in enumerate(labels):
+            writer.write(_example(label, other, "AAA" if i % 2 else "BBB", top=0.4))
+    tfma.run_model_analysis(
+        eval_shared_model=None, eval_config=_predictions_only(eval_config(0.0)),
+        data_location=str(path), output_path=str(tmp_path / "evaluation"),
+    )
+    results = load_results(tmp_path / "evaluation")
+    write_report(results, tmp_path / "report")
+    saved = json.loads((tmp_path / "report" / JSON).read_text())
+    assert saved["confusion_counts"]["precipitate"]["other"] == 4
+    assert saved["per_class"]["other"] == {
+        "precision": pytest.approx(0.1), "recall": 1.0, "roc_auc": pytest.approx(0.5)}
+    for name in ("clear", "crystals", "precipitate"):
+        assert saved["per_class"][name]["recall"] == 0.0, name
+        assert saved["per_class"][name]["precision"] is None, name
+    _check_per_class_follows_confusion(saved)
+    for code, institution in results.institutions.items():
+        assert institution.recall.get("clear") in (0.0, None), code

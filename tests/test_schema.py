@@ -131,3 +131,107 @@ def test_data_inside_the_schema_passes_the_gate(tmp_path: Path):
     from components.anomaly_gate import read_anomalies
 
     assert describe_anomalies(read_anomalies(split_dirs[TRAIN_SPLIT])) == []
+
+
+# --------------------------------------------------------- a catalogue outside the checkout
+
+
+def _generate_schema(catalogue_dir: str, out: Path, fingerprint: str | None = None):
+    """CatalogueSchemaGen's executor, as TFX runs it, into a fresh Schema artifact."""
+    from tfx.types import standard_artifacts
+
+    from components.catalogue_schema import Executor
+
+    schema = standard_artifacts.Schema()
+    schema.uri = str(out)
+    properties = {"catalogue_dir": catalogue_dir}
+    if fingerprint:
+        properties["catalogue_fingerprint"] = fingerprint
+    Executor().Do({}, {"schema": [schema]}, properties)
+    return schema
+
+
+def test_an_outside_catalogue_gets_a_schema_derived_from_it(catalogue_copy: Path, tmp_path):
+    import json
+
+    from tfx.utils import io_utils
+
+    from components.catalogue_schema import catalogue_fingerprint
+
+    add_institution(catalogue_copy)
+    schema = _generate_schema(str(catalogue_copy), tmp_path / "schema")
+    # TFX's components read the one file of the artifact's folder.
+    path = io_utils.get_only_uri_in_dir(schema.uri)
+    assert Path(path).read_text() == render_schema(load_catalogue(catalogue_copy))
+    domains = {d.name: list(d.value) for d in io_utils.SchemaReader().read(path).string_domain}
+    assert "NEWLAB" in domains["institution"] and "xtal" in domains["native_label"]
+    # Lineage: which catalogue, its content's digest, its institutions and files.
+    assert schema.get_string_custom_property("catalogue_dir") == str(catalogue_copy)
+    assert schema.get_string_custom_property("catalogue_fingerprint") == \
+        catalogue_fingerprint(str(catalogue_copy))
+    assert "NEWLAB" in json.loads(schema.get_string_custom_property("institutions"))
+    files = json.loads(schema.get_string_custom_property("catalogue_files"))
+    assert sorted(files) == sorted(p.name for p in catalogue_copy.glob("*.yaml"))
+    # The committed schema stays the project's, and `marco schema check` still holds.
+    assert stale_reason(load_catalogue()) is None
+
+
+def test_an_edited_catalogue_changes_the_cache_key(catalogue_copy: Path):
+    from components.catalogue_schema import Driver, catalogue_fingerprint
+
+    first = catalogue_fingerprint(str(catalogue_copy))
+    assert Driver.compute(None, {"catalogue_dir": str(catalogue_copy)}) == first
+    add_institution(catalogue_copy)
+    second = catalogue_fingerprint(str(catalogue_copy))
+    assert second != first
+    gsk = catalogue_copy / "GSK.yaml"
+    gsk.write_text(gsk.read_text() + "\n# reviewed\n")
+    assert catalogue_fingerprint(str(catalogue_copy)) not in (first, second)
+
+
+def test_a_catalogue_in_a_bucket_is_read_where_the_step_runs(catalogue_copy: Path, tmp_path):
+    """gs:// on Vertex AI; TensorFlow's ram:// file system here."""
+    import uuid
+
+    import tensorflow as tf
+
+    add_institution(catalogue_copy)
+    bucket = f"ram://catalogue-{uuid.uuid4().hex}"
+    tf.io.gfile.makedirs(bucket)
+    for path in catalogue_copy.glob("*.yaml"):
+        tf.io.gfile.copy(str(path), f"{bucket}/{path.name}")
+    schema = _generate_schema(bucket, tmp_path / "schema")
+    assert Path(schema.uri, "schema.pbtxt").read_text() == render_schema(
+        load_catalogue(catalogue_copy))
+    assert schema.get_string_custom_property("catalogue_dir") == bucket
+
+
+def test_a_run_derives_its_schema_only_from_a_catalogue_outside_the_checkout(
+    catalogue_copy: Path, tmp_path: Path
+):
+    from pipeline.config import PRESETS
+    from pipeline.local import local_config
+    from pipeline.pipeline import create_pipeline
+    from schemas import SOURCES_DIR
+
+    def components(**overrides) -> dict:
+        config = local_config(tmp_path / "run", PRESETS["tiny"], data_dir="/data",
+                              **overrides)
+        return {c.id: c for c in create_pipeline(config, through="validation").components}
+
+    for overrides in ({}, {"catalogue_dir": str(SOURCES_DIR)}):
+        found = components(**overrides)
+        assert found["ImportSchemaGen"].exec_properties["schema_file"] == str(SCHEMA_FILE)
+        assert "CatalogueSchemaGen" not in found
+    found = components(catalogue_dir=str(catalogue_copy))
+    assert "ImportSchemaGen" not in found
+    schema = found["CatalogueSchemaGen"]
+    assert schema.exec_properties["catalogue_dir"] == str(catalogue_copy)
+    assert found["StatisticsGen"].inputs["schema"].producer_component_id == "CatalogueSchemaGen"
+    assert found["AnomalyGate"].exec_properties["catalogue_dir"] == str(catalogue_copy)
+    stops = str((tmp_path / "run").resolve() / "stopped-runs")
+    assert found["ImageExampleGen"].exec_properties["stop_report_dir"] == stops
+    assert found["AnomalyGate"].exec_properties["stop_report_dir"] == stops
+    # A curated schema file given with the catalogue is used as it is.
+    found = components(catalogue_dir=str(catalogue_copy), schema_file="/curated.pbtxt")
+    assert found["ImportSchemaGen"].exec_properties["schema_file"] == "/curated.pbtxt"

@@ -29,6 +29,7 @@ class ImageExampleGenSpec(types.ComponentSpec):
         executor.EVAL_PERCENT_KEY: ExecutionParameter(type=int),
         executor.QUARANTINE_BUDGET_KEY: ExecutionParameter(type=float),
         executor.MAX_PIXELS_KEY: ExecutionParameter(type=int),
+        executor.STOP_REPORT_DIR_KEY: ExecutionParameter(type=str, optional=True),
         # Digest of the input files (see driver.py): computed by the driver where
         # drivers run, passed as a runtime parameter where they do not (Vertex, KFP).
         driver.FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
@@ -45,8 +46,10 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     Output: splits ``train`` and ``eval`` (a stable hash of the image id decides), as
     gzipped TFRecords of tf.Examples in the project's format, plus
     ``quarantine/quarantine-*.csv`` inside the artifact for every refused input. The
-    run fails only when the quarantined share exceeds ``quarantine_budget``. Beam work
-    runs where the pipeline's ``beam_pipeline_args`` say.
+    run fails only when the quarantined share exceeds ``quarantine_budget``; the full
+    quarantine report is then copied to ``stop_report_dir`` (as
+    ``<run stamp>-quarantine.csv``), since the failed step's own folder is removed.
+    Beam work runs where the pipeline's ``beam_pipeline_args`` say.
     """
 
     SPEC_CLASS = ImageExampleGenSpec
@@ -64,6 +67,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
         quarantine_budget: float = DEFAULT_QUARANTINE_BUDGET,
         max_pixels: int = imagecheck.DEFAULT_MAX_PIXELS,
         input_fingerprint: str | None = None,
+        stop_report_dir: str | None = None,
     ) -> None:
         """Configure ingestion.
 
@@ -81,6 +85,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             input_fingerprint: digest of the input files when computed outside the
                 component (a runtime parameter on Kubeflow and Vertex, where TFX runs
                 no custom drivers); the local driver computes it itself.
+            stop_report_dir: folder (local or any Beam file system) that receives the
+                full quarantine report when the budget stops the run.
         """
         require_data_source(data_dir, marco_shards)
         if not 0 <= eval_percent <= 100:
@@ -96,6 +102,7 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
             quarantine_budget=float(quarantine_budget),
             max_pixels=max_pixels,
             input_fingerprint=input_fingerprint,
+            stop_report_dir=stop_report_dir,
             examples=types.Channel(type=tfx.types.standard_artifacts.Examples),
         )
         super().__init__(spec=spec)

@@ -12,8 +12,9 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
-from components import imagecheck
+from components import imagecheck, stop_reports
 from components.catalogue import load_catalogue
+from components.catalogue_schema import local_catalogue
 from components.ingestion import beam_stages, report
 from components.names import DEFAULT_EVAL_PERCENT
 
@@ -25,6 +26,9 @@ INSTITUTIONS_KEY = "institutions"
 EVAL_PERCENT_KEY = "eval_percent"
 QUARANTINE_BUDGET_KEY = "quarantine_budget"
 MAX_PIXELS_KEY = "max_pixels"
+# Folder for what must outlive a failed run: the full quarantine report when the
+# budget stops it (TFX removes the failed step's own output folder).
+STOP_REPORT_DIR_KEY = "stop_report_dir"
 
 # Custom properties of the Examples artifact (JSON objects are stored as strings so
 # that every MLMD client, and the Kubeflow UI, shows them as they are).
@@ -81,8 +85,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 "changed data may reuse this run's cached results; start runs with "
                 "`marco submit`, which fills it in (docs/platform.md)", FINGERPRINT_KEY,
             )
+        # A catalogue in a bucket is read from a local copy for as long as the step runs.
+        with local_catalogue(exec_properties.get(CATALOGUE_DIR_KEY) or None) as folder:
+            self._ingest(load_catalogue(folder), output_dict, exec_properties)
+
+    def _ingest(self, catalogue, output_dict: dict[str, list[types.Artifact]],
+                exec_properties: dict[str, Any]) -> None:
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
-        catalogue = load_catalogue(exec_properties.get(CATALOGUE_DIR_KEY) or None)
         institutions = json.loads(exec_properties.get(INSTITUTIONS_KEY) or "null")
         config = beam_stages.IngestionConfig(
             catalogue=catalogue,
@@ -119,5 +128,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             summary.examples, dict(summary.per_split), summary.quarantined,
             dict(summary.per_reason),
         )
-        report.check_budget(summary, budget, examples.uri)
+        run_id = self._context.pipeline_run_id if self._context else None
+        report.check_budget(
+            summary, budget, examples.uri,
+            stop_reports.report_path(exec_properties.get(STOP_REPORT_DIR_KEY), run_id,
+                                     report.QUARANTINE_REPORT),
+        )
 

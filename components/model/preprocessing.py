@@ -6,7 +6,13 @@ while still integers, processed as float32 in [0, 1], and leave as float32 in [-
 (the range the network expects, as slim's Inception preprocessing produces).
 
 One function, :func:`eval_preprocess`, serves both evaluation during training and the
-serving signature, so the model is scored on exactly what it will be given.
+serving signature, so the model is scored on exactly what it will be given. It repeats
+the released MARCO model's serving graph step for step (central square crop, bilinear
+resize on TensorFlow 1's pixel grid, ``(x - 0.5) * 2``), so weights imported from the
+released model see in this project's serving signatures what they saw in the released
+one. Training augmentation (:func:`random_patch`, :func:`decode_for_training`) keeps
+TensorFlow 2's half-pixel grid; docs/ml-engineers.md ("Serving preprocessing") says
+why the two differ.
 """
 
 from __future__ import annotations
@@ -88,12 +94,39 @@ def central_square_crop(image: tf.Tensor) -> tf.Tensor:
     return image[top : top + side, left : left + side, :]
 
 
-def eval_preprocess(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
-    """Prepares one image for the network the way the released MARCO model does.
+def legacy_resize_bilinear(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Bilinear resize of ``[height, width, channels]`` to ``size`` square, TF 1's way.
 
-    Central square crop (the whole short side), bilinear resize to ``size`` square,
-    scale to [-1, 1]. No distortion. Used for evaluation during training and in the
-    serving signature, so both see identical inputs.
+    TensorFlow 1's ``ResizeBilinear`` (``align_corners=False``, before half-pixel
+    centres existed) maps output pixel ``i`` to input position ``i * in / out``;
+    ``tf.image.resize`` maps it to ``(i + 0.5) * in / out - 0.5``. On a 960-pixel
+    square shrunk to 599 the two grids are 0.3 input pixels apart, which moves the
+    released model's probabilities by more than serving parity allows.
+    """
+    resized = tf.raw_ops.ResizeBilinear(
+        images=image[tf.newaxis], size=[size, size], align_corners=False,
+        half_pixel_centers=False,
+    )
+    return resized[0]
+
+
+def from_unit_range(image: tf.Tensor) -> tf.Tensor:
+    """Maps a float image from [0, 1] to [-1, 1] as the released graph does: ``(x - 0.5) * 2``.
+
+    Values are clipped to [0, 1] first (a no-op for decoded and resized pixels, but
+    for rounding).
+    """
+    return (tf.clip_by_value(image, 0.0, 1.0) - 0.5) * 2.0
+
+
+def eval_preprocess(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
+    """Prepares one image for the network exactly as the released MARCO model does.
+
+    Central square crop (the whole short side, offsets floored), bilinear resize to
+    ``size`` square on TensorFlow 1's pixel grid (:func:`legacy_resize_bilinear`),
+    ``(x - 0.5) * 2`` to [-1, 1]. No distortion. Used for evaluation during training
+    and in the serving signatures, so both see identical inputs; for a JPEG at 599 it
+    gives what the released serving graph feeds its network, to float rounding.
 
     Args:
         image_bytes: scalar string tensor with an encoded image.
@@ -105,9 +138,9 @@ def eval_preprocess(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
 
     def crop_and_resize(image: tf.Tensor) -> tf.Tensor:
         image = tf.image.convert_image_dtype(central_square_crop(image), tf.float32)
-        return tf.image.resize(image, [size, size], method=tf.image.ResizeMethod.BILINEAR)
+        return legacy_resize_bilinear(image, size)
 
-    return to_symmetric_range(_decode_then(image_bytes, crop_and_resize))
+    return from_unit_range(_decode_then(image_bytes, crop_and_resize))
 
 
 def _as_seed(seed: SeedLike) -> tf.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,41 @@ def failure_message(exc: BaseException, log_path: Path,
             ) + f"\nfull traceback: {log_path}"
 
 
+def budget_stop_message(exc) -> str:
+    """A few lines for a run the quarantine budget stopped (no traceback)."""
+    from components.ingestion.report import per_reason_line
+
+    summary = exc.summary
+    total = summary.examples + summary.quarantined
+    lines = [
+        f"the run stopped at ingestion; nothing was trained: {summary.quarantined} of "
+        f"{total} inputs ({summary.quarantined_fraction:.1%}) were quarantined, above "
+        f"the quarantine budget of {exc.budget:.1%}",
+        f"  per reason: {per_reason_line(summary)}",
+    ]
+    if exc.report_path:
+        lines.append(f"full quarantine report (every record, its reason, file and line): "
+                     f"{exc.report_path}")
+    # The smallest budget, in hundredths, that these inputs would pass.
+    needed = min(1.0, math.ceil(summary.quarantined_fraction * 100) / 100)
+    lines.append(f"fix or remove the refused inputs, or raise the budget: rerun with "
+                 f"--quarantine-budget {needed:g} (a fraction of the inputs, 0-1)")
+    return "\n".join(lines)
+
+
+def anomalies_stop_message(exc) -> str:
+    """A few lines for a run the anomaly gate stopped (no traceback)."""
+    lines = ["the data failed validation; nothing was trained."]
+    problems = exc.problems or [str(exc)]
+    lines += [f"  {line}" for line in problems]
+    if exc.report_path:
+        lines.append(f"full anomalies report: {exc.report_path}")
+    hint = str(exc).strip().splitlines()[-1]
+    if hint not in lines[-1]:
+        lines.append(hint)
+    return "\n".join(lines)
+
+
 def run_pipeline(
     out: Path,
     preset_name: str,
@@ -38,6 +74,7 @@ def run_pipeline(
     train_steps: int | None = None,
     accuracy_floor: float | None = None,
     eval_percent: int = 10,
+    quarantine_budget: float | None = None,
     report_context: dict | None = None,
     summary_lines: Callable[[dict], list[str]] | None = None,
 ) -> dict:
@@ -59,6 +96,7 @@ def run_pipeline(
                      f"full log: {log_path}")
         started = time.monotonic()
         from components.anomaly_gate import DataAnomalies
+        from components.ingestion.report import QuarantineBudgetExceeded
         from pipeline.commands.report import headline, write_run_report
         from pipeline.config import PRESETS
         from pipeline.local import local_config, run_local
@@ -77,12 +115,14 @@ def run_pipeline(
             catalogue_dir=str(catalogue.resolve()) if catalogue else None,
             eval_percent=eval_percent,
             workers=workers,
+            **({} if quarantine_budget is None else {"quarantine_budget": quarantine_budget}),
         )
         try:
             run_local(config, out, echo=console.echo)  # logs what stopped it
         except DataAnomalies as exc:
-            raise click.ClickException(
-                f"the data failed validation; nothing was trained.\n{exc}") from None
+            raise click.ClickException(anomalies_stop_message(exc)) from None
+        except QuarantineBudgetExceeded as exc:
+            raise click.ClickException(budget_stop_message(exc)) from None
         except Exception as exc:
             raise click.ClickException(failure_message(exc, log_path)) from None
         try:
@@ -121,15 +161,24 @@ def run_pipeline(
               help="Override the preset's lowest accuracy that blesses a model.")
 @click.option("--eval-percent", type=click.IntRange(1, 99), default=10, show_default=True,
               help="Share of image ids held out for evaluation.")
+@click.option("--quarantine-budget", type=click.FloatRange(0, 1), default=None,
+              help="Largest share of inputs that may be quarantined before the run stops "
+                   "(a fraction; default 0.01).")
 def run(data, marco_shards, preset_name, out, catalogue, workers, train_steps,
-        accuracy_floor, eval_percent) -> None:
+        accuracy_floor, eval_percent, quarantine_budget) -> None:
     """Run ingestion, validation, training, evaluation and push; write the report.
 
     Shows where the full log is (OUT/run.log), each component as it runs; ends with
-    the accuracy, where the model was pushed and the report's path.
+    the accuracy, where the model was pushed and the report's path. A run stopped by
+    the quarantine budget or by anomalies says why, and where its full report is
+    (OUT/stopped-runs/).
+
+    With --catalogue DIR the run reads that catalogue, and the schema it validates
+    against is derived from it, so DIR may add institutions the project does not know.
     """
     if data is None and not marco_shards:
         raise click.UsageError("give --data, --marco-shards or both")
     run_pipeline(out, preset_name, data=data, marco_shards=marco_shards,
                  catalogue=catalogue, workers=workers, train_steps=train_steps,
-                 accuracy_floor=accuracy_floor, eval_percent=eval_percent)
+                 accuracy_floor=accuracy_floor, eval_percent=eval_percent,
+                 quarantine_budget=quarantine_budget)

@@ -20,7 +20,12 @@ schema_file_option = click.option(
 
 @click.group()
 def schema() -> None:
-    """The curated TFDV schema (schemas/schema.pbtxt), generated from the catalogue."""
+    """The curated TFDV schema (schemas/schema.pbtxt), generated from the catalogue.
+
+    Runs with the project's catalogue validate against this file. A run given a
+    catalogue folder of its own (`marco run --catalogue DIR`, or catalogue_dir on
+    Vertex AI and Kubeflow) derives its schema from that folder when it starts.
+    """
 
 
 @schema.command("update")

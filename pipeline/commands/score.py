@@ -46,7 +46,8 @@ def split_beam_args(arguments: tuple[str, ...]) -> tuple[list[str], list[str]]:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", required=True,
               help="Serving folder the pipeline pushes to (its highest numbered version "
-                   "is used), or one version / any SavedModel folder.")
+                   "is used), or one version / any SavedModel folder, or the model "
+                   "the MARCO initiative released (savedmodel.zip, unpacked).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("results.csv"), show_default=True,
               help="CSV file to write (replaced if it exists).")
@@ -60,6 +61,18 @@ def split_beam_args(arguments: tuple[str, ...]) -> tuple[list[str], list[str]]:
               help="Regular expression searched in each image path; its named groups "
                    "'plate' and 'well' fill those columns. The default reads "
                    "PLATE_A01..., PLATE/A01... and similar names.")
+@click.option("--imaged-at-pattern", default=None,
+              help="Regular expression for the imaged_at column: groups year, month, day "
+                   "[hour, minute, second], or one group 'imaged_at' (ISO form). The "
+                   "default reads the last date in the path (20140114 or 2014-01-14, "
+                   "optionally with a time such as -080000); '' leaves the column empty.")
+@click.option("--html", "html_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
+              help="Also write the plate viewer of the results into this folder: a static "
+                   "site to open from disk (see marco view).")
+@click.option("--plate-format", type=click.Choice(("auto", "96", "384", "1536")),
+              default="auto", show_default=True,
+              help="With --html: wells per plate ('auto': from the well names).")
 @click.option("--path-column", default=None,
               help="Column of CSV manifests holding the image paths [default: 'path', "
                    "'filename', 'image'... if in the header, else the first column].")
@@ -69,7 +82,8 @@ def split_beam_args(arguments: tuple[str, ...]) -> tuple[list[str], list[str]]:
               help="Local worker threads sharing the model [default: all cores].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
-          hits_threshold: float, plate_well_pattern: str, path_column: str | None,
+          hits_threshold: float, plate_well_pattern: str, imaged_at_pattern: str | None,
+          html_dir: Path | None, plate_format: str, path_column: str | None,
           batch_size: int, workers: int | None, quiet: bool) -> None:
     """Score drop images with a MARCO model; write a CSV file sorted by crystal probability.
 
@@ -77,8 +91,9 @@ def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
     ('plates/**/*.jpg'), manifests (.csv/.tsv with a path column, or .txt/.lst with one
     path a line, relative to the manifest) or image files. Each image gets one row:
     path, predicted class, the probabilities of clear, crystals, other and
-    precipitate, plate and well, and an error for images that could not be scored
-    (those rows come last).
+    precipitate, plate and well, the imaging time read from the path (imaged_at),
+    and an error for images that could not be scored (those rows come last).
+    --html DIR also writes the plate viewer of the results (marco view).
 
     The work runs as an Apache Beam pipeline: here on the DirectRunner, or elsewhere
     with Beam options written as --name=value, e.g. --runner=DataflowRunner
@@ -91,10 +106,20 @@ def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
       marco score plates/ --model marco-run/serving --out results.csv --hits hits/
       marco score 'plates/**/*_A0?_*.jpg' --model marco-run/serving/1718000000
       marco score todays-images.txt --model marco-run/serving
+      marco score plates/ --model marco-run/serving --html plates-site/
     """
     image_args, beam_args = split_beam_args(images)
     if not image_args:
         raise click.UsageError("give at least one folder, glob, manifest or image file")
+    if imaged_at_pattern is not None:
+        from components.tools.scoring.results import ImagedAtParser
+
+        try:
+            ImagedAtParser(imaged_at_pattern)
+        except ValueError as exc:
+            raise click.UsageError(f"--imaged-at-pattern: {exc}") from None
+    if html_dir is not None and html_dir.is_file():
+        raise click.UsageError(f"--html {html_dir}: is a file; give a folder for the site")
     from pipeline.local import console_and_log
 
     log_path = log_path_for(out)
@@ -104,6 +129,18 @@ def score(images: tuple[str, ...], model: str, out: Path, hits_dir: Path | None,
             console.echo(f"scoring with {model}; full log: {log_path}")
             _score(console, image_args, beam_args, model, out, hits_dir, hits_threshold,
                    plate_well_pattern, path_column, batch_size, workers, quiet)
+            if imaged_at_pattern is not None:
+                from components.tools.scoring.results import apply_imaged_at_pattern
+
+                apply_imaged_at_pattern(str(out), imaged_at_pattern)
+            if html_dir is not None:
+                from pipeline.commands.view import build
+
+                build(console.echo, str(out), html_dir, threshold=hits_threshold,
+                      plate_format=plate_format, imaged_at_pattern=None,
+                      institution_pattern=None, drop_pattern=None, thumb_size=128,
+                      title=f"MARCO plate viewer: {out.name}", workers=workers,
+                      progress=not quiet)
     except click.ClickException:
         # Stopped before anything was scored (no model, no such input): the message
         # says why, and no log is left beside a CSV file that was never written.
@@ -149,7 +186,7 @@ def _score(console: Console, image_args: list[str], beam_args: list[str], model:
     rate = found.images / summary.seconds if summary.seconds else 0.0
     version = f" (version {summary.model_version})" if summary.model_version is not None else ""
     echo(f"scored {found.scored} of {found.images} images in {summary.seconds:.0f} s "
-         f"({rate:.1f} images/s) with {summary.model_dir}{version}")
+         f"({rate:.1f} images/s) with the {summary.model_kind} {summary.model_dir}{version}")
     for name, count in sorted(found.by_class.items(), key=lambda item: -item[1]):
         echo(f"  {name:<12} {count:>8}")
     if found.errors:

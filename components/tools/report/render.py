@@ -40,6 +40,7 @@ def summarise(results: EvaluationResults, context: dict[str, Any] | None = None)
     """Everything the report shows, as JSON-ready data."""
     overall = results.overall
     crystals = overall.roc.get("crystals")
+    decisions = tables.precision_recall(overall.confusion)
     return {
         "evaluation": results.path,
         "context": dict(context or {}),
@@ -54,10 +55,12 @@ def summarise(results: EvaluationResults, context: dict[str, Any] | None = None)
             true: {pred: int(overall.confusion[i, j]) for j, pred in enumerate(CLASS_NAMES)}
             for i, true in enumerate(CLASS_NAMES)
         },
+        # From the confusion counts above (the top-scoring class of each image), so
+        # that the two always agree, a model that gives one class to everything too.
         "per_class": {
             name: {
-                "precision": _finite(overall.precision.get(name)),
-                "recall": _finite(overall.recall.get(name)),
+                "precision": _finite(decisions[name]["precision"]),
+                "recall": _finite(decisions[name]["recall"]),
                 "roc_auc": _finite(overall.auc.get(name)),
             }
             for name in CLASS_NAMES
@@ -196,7 +199,8 @@ def _figures(results: EvaluationResults, out_dir: Path) -> None:
     ax.set_ylabel("recall (% of the class)")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 101)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # no curves: an evaluation without ROC data
+        ax.legend(loc="lower right")
     ax.set_title("ROC, one class against the rest")
     fig.tight_layout()
     fig.savefig(out_dir / FIGURES["roc"], dpi=120)

@@ -127,13 +127,8 @@ def load_results(evaluation_dir: str | Path) -> EvaluationResults:
             elif key.name == "sparse_categorical_accuracy":
                 result.accuracy = value
             continue
-        class_name = CLASS_NAMES[class_id]
-        if key.name == "precision":
-            result.precision[class_name] = value
-        elif key.name == "recall":
-            result.recall[class_name] = value
-        elif key.name == "auc":
-            result.auc[class_name] = value
+        if key.name == "auc":
+            result.auc[CLASS_NAMES[class_id]] = value
 
     for result, key, data in candidate_entries(plots, "plot_keys_and_values"):
         if data.HasField("multi_class_confusion_matrix_at_thresholds"):
@@ -164,6 +159,18 @@ def load_results(evaluation_dir: str | Path) -> EvaluationResults:
             result.roc[CLASS_NAMES[class_id]] = RocCurve(
                 np.array([m.threshold for m in points]), tpr, fpr
             )
+
+    # Precision and recall as the confusion matrix counts them (the class that scores
+    # highest), not TFMA's binarized top-k metrics, which disagree with it for a
+    # model that gives every image the same class.
+    from components.tools.report.tables import precision_recall
+
+    for result in slices.values():
+        decisions = precision_recall(result.confusion)
+        result.precision = {name: facts["precision"] for name, facts in decisions.items()
+                            if facts["precision"] is not None}
+        result.recall = {name: facts["recall"] for name, facts in decisions.items()
+                         if facts["recall"] is not None}
 
     if OVERALL not in slices:
         raise EvaluationError(f"{path}: TFMA wrote no overall slice")

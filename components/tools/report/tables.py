@@ -50,6 +50,27 @@ def normalise_rows(confusion: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, confusion / np.where(totals > 0, totals, 1), np.nan)
 
 
+def precision_recall(confusion: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Per class, precision and recall of the top-class decisions in ``confusion``.
+
+    ``confusion`` is [true, predicted] in CLASS_NAMES order, each example counted once
+    under the class that scored highest: the decisions of Table 4. Precision is the
+    share of the images given a class that truly are of it (None when the model never
+    gave it); recall the share of a class's images given it (None when it has none).
+    """
+    confusion = np.asarray(confusion, dtype=float)
+    result = {}
+    for index, name in enumerate(CLASS_NAMES):
+        right = confusion[index, index]
+        predicted = confusion[:, index].sum()
+        actual = confusion[index, :].sum()
+        result[name] = {
+            "precision": float(right / predicted) if predicted > 0 else None,
+            "recall": float(right / actual) if actual > 0 else None,
+        }
+    return result
+
+
 def table4(results: EvaluationResults) -> np.ndarray:
     """Table 4: the overall confusion matrix normalised by true label (PAPER_ORDER)."""
     return reorder(normalise_rows(results.overall.confusion))

@@ -8,7 +8,8 @@ Graph (:class:`ScoreImages`)::
       -> ReadImage: the file's bytes (a TIFF's pixels as PNG), or an error row if
          it cannot be read
       -> RunInference (batches of image bytes through the SavedModel's
-         ``probabilities`` signature: decoding, centre crop and the network)
+         ``probabilities`` signature: decoding, centre crop and the network; or
+         through the released MARCO model's graph, its classes mapped by name)
       -> ToRow: class probabilities, predicted class, plate and well
       -> JSON-lines shards, unsorted                                 [stage 2]
 
@@ -58,6 +59,7 @@ from components.tools.scoring.inputs import (
 from components.tools.scoring.model import (
     DEFAULT_BATCH_SIZE,
     METRICS_NAMESPACE,
+    PROJECT_MODEL,
     ProbabilitiesModelHandler,
     check_signature,
     probabilities_or_error,
@@ -222,6 +224,8 @@ class ScoreImages(beam.PTransform):
         plate_well_pattern: regular expression with ``plate``/``well`` groups.
         exclude: local folders not to search for images.
         progress_token: of a :class:`ScoringProgress` in this process, if any.
+        model_kind: what :func:`~components.tools.scoring.model.model_kind` found
+            (None: found when the model loads).
     """
 
     def __init__(
@@ -234,11 +238,14 @@ class ScoreImages(beam.PTransform):
         plate_well_pattern: str = DEFAULT_PLATE_WELL_PATTERN,
         exclude: Sequence[str] = (),
         progress_token: str | None = None,
+        model_kind: str | None = None,
     ) -> None:
         super().__init__()
         PlateWellParser(plate_well_pattern)  # fail here, not on a worker
         self._sources = list(sources)
-        self._handler = KeyedModelHandler(ProbabilitiesModelHandler(model_dir, batch_size))
+        self._handler = KeyedModelHandler(
+            ProbabilitiesModelHandler(model_dir, batch_size, model_kind)
+        )
         self._shard_dir = shard_dir
         self._pattern = plate_well_pattern
         self._exclude = tuple(exclude)
@@ -320,6 +327,7 @@ class ScoreSummary:
     results: results.ResultsSummary
     seconds: float
     model_load_seconds: float | None = None
+    model_kind: str = PROJECT_MODEL
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -396,7 +404,7 @@ def score_images(
     options = options or ScoreOptions()
     started = time.perf_counter()
     version = resolve_model(model)
-    check_signature(version.path)
+    kind = check_signature(version.path)
     PlateWellParser(options.plate_well_pattern)
     _check_hits_dir(options.hits_dir)
     sources = check_inputs(inputs, options.path_column)
@@ -419,6 +427,7 @@ def score_images(
                 plate_well_pattern=options.plate_well_pattern,
                 exclude=exclude,
                 progress_token=progress.token,
+                model_kind=kind,
             )
             result = pipeline.run()
             result.wait_until_finish()
@@ -439,4 +448,4 @@ def score_images(
         if temp_location and FileSystems.exists(shard_dir):
             FileSystems.delete([shard_dir])
     return ScoreSummary(out, version.path, version.version, summary,
-                        time.perf_counter() - started, load_seconds)
+                        time.perf_counter() - started, load_seconds, kind)

@@ -9,6 +9,13 @@ highest version, as TF Serving does) or any SavedModel folder.
 scoring decodes and crops exactly as serving does. A batch holding an image the model
 cannot decode fails as a whole in TensorFlow; the handler then finds the culprits and
 scores the rest, so one bad file costs one error row, never the batch.
+
+The model the MARCO initiative released (a TF1 SavedModel with ``classes`` and
+``scores`` outputs, no ``probabilities`` signature) is scored as it is:
+:func:`model_kind` recognises it and :class:`ReleasedScorer` runs it through
+:class:`components.tools.released.model.ReleasedModel`, which maps its classes to
+MARCO's order by name and prepares the images its graph cannot decode (it reads JPEG
+only) without re-encoding them.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from components.names import (
 from components.tools.serving import ServedModel, describe_error
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# What :func:`model_kind` finds; the summary of a scoring run names it.
+PROJECT_MODEL = "MARCO model"
+RELEASED_MODEL = "released MARCO model (TF1 SavedModel)"
 DEFAULT_BATCH_SIZE = 16
 METRICS_NAMESPACE = "marco_score"
 
@@ -97,37 +107,54 @@ def resolve_model(path: str) -> ModelVersion:
     )
 
 
-def check_signature(model_dir: str) -> None:
-    """Fails early, naming the model, when it lacks the ``probabilities`` signature.
+def model_kind(model_dir: str) -> str:
+    """Which kind of model ``model_dir`` holds: :data:`PROJECT_MODEL` or :data:`RELEASED_MODEL`.
 
-    Reads only the MetaGraph's signature table, not the weights.
+    A model with the ``probabilities`` signature is this project's; one without it is
+    accepted when it is the released MARCO serving graph. Reads only the MetaGraph,
+    not the weights.
 
     Raises:
-        ModelNotFound: when the signature or its input/output is missing.
+        ModelNotFound: when the ``probabilities`` signature lacks its input or output,
+            or the model has neither it nor the released graph.
     """
-    from tensorflow.core.protobuf import saved_model_pb2
+    from components.tools.released.graph import (
+        NotReleasedModel,
+        read_saved_model,
+        released_graph,
+    )
 
-    saved = saved_model_pb2.SavedModel()
     pb = filesystem.join(model_dir, SAVED_MODEL_FILES[0])
     if not filesystem.exists(pb):
-        return  # a text-format SavedModel: the loader checks it
-    saved.ParseFromString(filesystem.read_bytes(pb))
+        return PROJECT_MODEL  # a text-format SavedModel: the loader checks it
+    saved = read_saved_model(model_dir)
     for meta_graph in saved.meta_graphs:
         signature = meta_graph.signature_def.get(PROBABILITIES_SIGNATURE)
         if signature is None:
             continue
         if BYTES_INPUT in signature.inputs and PROBABILITIES_OUTPUT in signature.outputs:
-            return
+            return PROJECT_MODEL
         raise ModelNotFound(
             f"{model_dir}: signature {PROBABILITIES_SIGNATURE!r} takes "
             f"{sorted(signature.inputs)} and gives {sorted(signature.outputs)}; scoring "
             f"needs {BYTES_INPUT!r} in and {PROBABILITIES_OUTPUT!r} out"
         )
-    names = sorted({n for g in saved.meta_graphs for n in g.signature_def})
-    raise ModelNotFound(
-        f"{model_dir}: no {PROBABILITIES_SIGNATURE!r} signature (it has: {', '.join(names)}); "
-        "export the model with components.trainer.export"
-    )
+    try:
+        released_graph(saved, model_dir)
+    except NotReleasedModel as exc:
+        names = sorted({n for g in saved.meta_graphs for n in g.signature_def})
+        raise ModelNotFound(
+            f"{model_dir}: no {PROBABILITIES_SIGNATURE!r} signature (it has: "
+            f"{', '.join(names) or 'none'}), and not the released MARCO model either "
+            f"({str(exc).removeprefix(f'{model_dir}: ')}); export the model with "
+            "components.trainer.export"
+        ) from None
+    return RELEASED_MODEL
+
+
+def check_signature(model_dir: str) -> str:
+    """Fails early, naming the model, when it cannot be scored; else :func:`model_kind`."""
+    return model_kind(model_dir)
 
 
 def decode_problem(image: bytes) -> str | None:
@@ -184,6 +211,24 @@ class ProbabilitiesScorer:
         return results
 
 
+class ReleasedScorer(ProbabilitiesScorer):
+    """:class:`ProbabilitiesScorer` for the released MARCO model (any image format)."""
+
+    def __init__(self, model_dir: str) -> None:
+        from components.tools.released.model import ReleasedModel
+
+        self._released = ReleasedModel(model_dir)
+
+    def probabilities(self, images: Sequence[bytes]) -> np.ndarray:
+        return self._released.probabilities(images)
+
+
+def load_scorer(model_dir: str, kind: str | None = None) -> ProbabilitiesScorer:
+    """The scorer for the model in ``model_dir`` (its kind found unless given)."""
+    kind = kind or model_kind(model_dir)
+    return ReleasedScorer(model_dir) if kind == RELEASED_MODEL else ProbabilitiesScorer(model_dir)
+
+
 class ProbabilitiesModelHandler(ModelHandler[bytes, PredictionResult, ProbabilitiesScorer]):
     """RunInference handler: encoded images in, MARCO class probabilities out.
 
@@ -197,17 +242,21 @@ class ProbabilitiesModelHandler(ModelHandler[bytes, PredictionResult, Probabilit
         batch_size: images per model call. Batches are fixed at this size (but for the
             last of each bundle): the network's throughput on a CPU barely changes
             from 8 upwards, and fixed shapes avoid re-optimising the graph.
+        kind: :data:`PROJECT_MODEL` or :data:`RELEASED_MODEL`; None finds it when the
+            model loads.
     """
 
-    def __init__(self, model_dir: str, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, model_dir: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                 kind: str | None = None) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self._model_dir = str(model_dir)
         self._batch_size = batch_size
+        self._kind = kind
 
     def load_model(self) -> ProbabilitiesScorer:
-        return ProbabilitiesScorer(self._model_dir)
+        return load_scorer(self._model_dir, self._kind)
 
     def run_inference(
         self,
