@@ -11,17 +11,18 @@ import pytest
 from components.catalogue import load_catalogue
 from components.ingestion import tfexample
 from components.names import IMAGE_ID_KEY, IMAGE_KEY, INSTITUTION_KEY, LABEL_KEY, NATIVE_LABEL_KEY
+from schemas import SCHEMA_FILE
 from tests.ingestion_fixtures import add_institution, make_synthetic
 
 
-def build_pipeline(root: Path, data_dir: Path, catalogue_dir: Path):
+def build_pipeline(root: Path, data_dir: Path, catalogue_dir: Path, **overrides):
     """The project's graph up to Transform, as a local run builds it."""
     from pipeline.config import PRESETS
     from pipeline.local import local_config, metadata_config
     from pipeline.pipeline import create_pipeline
 
     config = local_config(root, PRESETS["tiny"], data_dir=str(data_dir), workers=2,
-                          catalogue_dir=str(catalogue_dir), eval_percent=20)
+                          catalogue_dir=str(catalogue_dir), eval_percent=20, **overrides)
     return create_pipeline(config, metadata_config(root), through="transform")
 
 
@@ -129,13 +130,16 @@ def test_pipeline_ingests_validates_transforms_and_stops_on_a_stale_schema(
     assert executions["ImageExampleGen"][-1].last_known_state == cached
     assert executions["Transform"][-1].last_known_state == cached
 
-    # A sixth institution's YAML and data, without `marco schema update`: the run stops
-    # at the gate, naming the feature and the values, and Transform never runs.
+    # A sixth institution's YAML and data, validated against the checkout's curated
+    # schema (not updated with `marco schema update`): the run stops at the gate,
+    # naming the feature and the values, and Transform never runs. (Without
+    # schema_file, an outside catalogue brings its own schema: test_console.py.)
     add_institution(catalogue_copy)
     new_data = tmp_path / "data-with-newlab"
     make_synthetic(new_data, 60, catalogue=load_catalogue(catalogue_copy))
     with pytest.raises(DataAnomalies) as raised:
-        runner.run(build_pipeline(root, new_data, catalogue_copy))
+        runner.run(build_pipeline(root, new_data, catalogue_copy,
+                                  schema_file=str(SCHEMA_FILE)))
     message = str(raised.value)
     assert "feature 'institution'" in message and "NEWLAB" in message
     assert "feature 'native_label'" in message and "xtal" in message
