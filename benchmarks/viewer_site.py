@@ -52,17 +52,11 @@ OPEN_GOAL_MS = 2000.0
 
 
 def render_images(base: Path, count: int, seed: int) -> list[Path]:
-    """``count`` distinct GSK-size JPEGs from the synthetic generator (made once)."""
-    from components.catalogue import Catalogue, load_catalogue
-    from components.tools.synth.writer import generate
+    """``count`` distinct GSK-size JPEGs from the synthetic generator (made once), as
+    the scoring benchmark makes them."""
+    from scoring_throughput import render_images as render_gsk  # this folder's script
 
-    summary = base / "synth.json"
-    if not (summary.is_file() and json.loads(summary.read_text())["images"] == count):
-        click.echo(f"rendering {count} GSK-size images in {base} (once) ...")
-        gsk = load_catalogue().get("GSK")
-        generate(base, count, seed, catalogue=Catalogue((gsk,)), scale=1.0, overwrite=True,
-                 progress=True)
-    return sorted((base / "GSK" / "images").glob("*.jpg"))
+    return sorted(render_gsk(base, count, seed).glob("*.jpg"))
 
 
 def plate_run(sources: list[Path], folder: Path, count: int, seed: int) -> Path:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
@@ -27,6 +27,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
 from components import stop_reports
+from components.tfx_types import Artifacts, Properties
 
 ANOMALIES_KEY = "anomalies"
 STOP_REPORT_DIR_KEY = "stop_report_dir"
@@ -137,12 +138,8 @@ def check_anomalies(split_dirs: Mapping[str, str], *, report_path: str | None = 
 class Executor(base_executor.BaseExecutor):
     """Reads every split's anomalies and raises on any."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: Properties) -> None:
         artifacts = input_dict[ANOMALIES_KEY]
         splits = artifact_utils.decode_split_names(
             artifact_utils.get_single_instance(artifacts).split_names

@@ -92,11 +92,9 @@ def _validate(uri: str, anomalies_dir: Path) -> dict[str, str]:
     return split_dirs
 
 
-@pytest.mark.slow
-def test_new_institution_and_unknown_label_stop_the_run(catalogue_copy: Path, tmp_path: Path):
-    """Data engineer adds an institution YAML but does not regenerate the schema."""
-    add_institution(catalogue_copy)
-    catalogue = load_catalogue(catalogue_copy)
+def _ingest_and_validate(catalogue, tmp_path: Path) -> dict[str, str]:
+    """40 synthetic images of ``catalogue``'s institutions ingested and validated against
+    the checkout's schema; the anomalies folder of each split."""
     data = tmp_path / "data"
     make_synthetic(data, 40, catalogue=catalogue)
     uri = str(tmp_path / "examples")
@@ -105,8 +103,14 @@ def test_new_institution_and_unknown_label_stop_the_run(catalogue_copy: Path, tm
         _ = pipeline | IngestImages(config, list_work_units(catalogue, str(data))) | (
             WriteIngestion(uri)
         )
+    return _validate(uri, tmp_path / "anomalies")
 
-    split_dirs = _validate(uri, tmp_path / "anomalies")
+
+@pytest.mark.slow
+def test_new_institution_and_unknown_label_stop_the_run(catalogue_copy: Path, tmp_path: Path):
+    """Data engineer adds an institution YAML but does not regenerate the schema."""
+    add_institution(catalogue_copy)
+    split_dirs = _ingest_and_validate(load_catalogue(catalogue_copy), tmp_path)
     with pytest.raises(DataAnomalies) as raised:
         check_anomalies(split_dirs)
     message = str(raised.value)
@@ -117,16 +121,7 @@ def test_new_institution_and_unknown_label_stop_the_run(catalogue_copy: Path, tm
 
 @pytest.mark.slow
 def test_data_inside_the_schema_passes_the_gate(tmp_path: Path):
-    catalogue = load_catalogue()
-    data = tmp_path / "data"
-    make_synthetic(data, 40)
-    uri = str(tmp_path / "examples")
-    config = IngestionConfig(catalogue, str(data), eval_percent=50)
-    with beam.Pipeline() as pipeline:
-        _ = pipeline | IngestImages(config, list_work_units(catalogue, str(data))) | (
-            WriteIngestion(uri)
-        )
-    split_dirs = _validate(uri, tmp_path / "anomalies")
+    split_dirs = _ingest_and_validate(load_catalogue(), tmp_path)
     check_anomalies(split_dirs)
     from components.anomaly_gate import read_anomalies
 

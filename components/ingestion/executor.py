@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from tfx import types
 from tfx.components.util import examples_utils
@@ -17,6 +16,7 @@ from components.catalogue import load_catalogue
 from components.catalogue_schema import local_catalogue
 from components.ingestion import beam_stages, report
 from components.names import DEFAULT_EVAL_PERCENT
+from components.tfx_types import Artifacts, Properties
 
 EXAMPLES_KEY = "examples"
 DATA_DIR_KEY = "data_dir"
@@ -70,12 +70,8 @@ def record_summary(artifact: types.Artifact, summary: report.IngestionSummary) -
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Runs the ingestion Beam pipeline on the runner chosen by beam_pipeline_args."""
 
-    def Do(
-        self,
-        input_dict: dict[str, list[types.Artifact]],
-        output_dict: dict[str, list[types.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
+    def Do(self, input_dict: Artifacts, output_dict: Artifacts,
+           exec_properties: Properties) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
         if not exec_properties.get(FINGERPRINT_KEY):
             # Only where no driver ran (Kubeflow, Vertex) and the run was started
@@ -89,8 +85,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with local_catalogue(exec_properties.get(CATALOGUE_DIR_KEY) or None) as folder:
             self._ingest(load_catalogue(folder), output_dict, exec_properties)
 
-    def _ingest(self, catalogue, output_dict: dict[str, list[types.Artifact]],
-                exec_properties: dict[str, Any]) -> None:
+    def _ingest(self, catalogue, output_dict: Artifacts,
+                exec_properties: Properties) -> None:
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         institutions = json.loads(exec_properties.get(INSTITUTIONS_KEY) or "null")
         config = beam_stages.IngestionConfig(
