@@ -16,6 +16,7 @@ by child-element and attribute paths, see :data:`XML_FIELD_PATH`) and
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping
@@ -73,8 +74,44 @@ LABEL_REQUIRED = ("native", "class")
 LABEL_OPTIONAL = ("marco_raw_id", "description")
 
 
+# Label overrides: ``overrides/<CODE>.csv`` beside the institution files, one row per
+# image an expert relabelled (``marco review`` writes this format).
+OVERRIDES_DIR = "overrides"
+OVERRIDE_COLUMNS = ("institution", "image_id", "old_label", "new_class", "reviewer", "note", "time")
+# The new_class of an image the expert could not or would not label: ingestion leaves it
+# out of the data set (quarantined as ``disputed_label``) rather than train on it.
+DISPUTE = "dispute"
+OVERRIDE_CLASSES = (*CLASS_NAMES, DISPUTE)
+
+
 class CatalogueError(ValueError):
     """A catalogue file is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """One expert's decision on one image's label, as an overrides file records it.
+
+    ``origin`` is the file and line, for messages. ``new_class`` is one of MARCO's
+    classes or :data:`DISPUTE`.
+    """
+
+    institution: str
+    image_id: str
+    old_label: str
+    new_class: str
+    reviewer: str = ""
+    note: str = ""
+    time: str = ""
+    origin: str = ""
+
+    @property
+    def disputed(self) -> bool:
+        return self.new_class == DISPUTE
+
+    @property
+    def class_id(self) -> int:
+        return CLASS_IDS[self.new_class]
 
 
 @dataclass(frozen=True)
@@ -136,6 +173,13 @@ class Source:
     # (absolute path prefix, folder below the data folder) pairs: how the image paths
     # an imager writes (``\\imager\RockMakerStorage\...``) map onto the data folder.
     path_prefixes: tuple[tuple[str, str], ...] = ()
+    # Image id -> the expert's override (``overrides/<CODE>.csv``), and that file.
+    overrides: Mapping[str, Override] = field(default_factory=dict, hash=False)
+    overrides_file: Path | None = None
+
+    def override_of(self, image_id: str) -> Override | None:
+        """The override of one image of this institution, or None."""
+        return self.overrides.get(image_id)
 
     @property
     def label_map(self) -> dict[str, int]:
@@ -481,8 +525,66 @@ def load_source_file(path: Path) -> Source:
     return parse_source(path, data)
 
 
+def overrides_path(folder: Path, code: str) -> Path:
+    """Where the label overrides of institution ``code`` live in a catalogue folder."""
+    return folder / OVERRIDES_DIR / f"{code}.csv"
+
+
+def load_overrides(path: Path, code: str) -> dict[str, Override]:
+    """Read one institution's overrides file: image id -> :class:`Override`.
+
+    Every row must name this institution, an image id and a new class (one of MARCO's
+    classes or ``dispute``). When one image has several rows, the last one wins, so a
+    later review round can be appended to the file.
+
+    Raises:
+        CatalogueError: naming the file, line and column of the first bad row.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogueError(f"{path}: cannot read: {exc}") from exc
+    reader = csv.DictReader(text.splitlines())
+    header = tuple(reader.fieldnames or ())
+    missing = [column for column in OVERRIDE_COLUMNS if column not in header]
+    if missing:
+        raise CatalogueError(
+            f"{path}: line 1: the header lacks column(s) {missing}; expected "
+            f"{','.join(OVERRIDE_COLUMNS)}"
+        )
+    overrides: dict[str, Override] = {}
+    for row in reader:
+        where = f"{path}: line {reader.line_num}"
+        if None in row or any(row[c] is None for c in OVERRIDE_COLUMNS):
+            raise CatalogueError(f"{where}: expected {len(header)} cells")
+        values = {c: row[c].strip() for c in OVERRIDE_COLUMNS}
+        if values["institution"] != code:
+            raise CatalogueError(
+                f"{where}: institution {values['institution']!r} is not {code!r}, the "
+                f"institution this file belongs to"
+            )
+        if not values["image_id"]:
+            raise CatalogueError(f"{where}: image_id is empty")
+        if values["new_class"] not in OVERRIDE_CLASSES:
+            raise CatalogueError(
+                f"{where}: new_class {values['new_class']!r} is not one of {list(OVERRIDE_CLASSES)}"
+            )
+        overrides[values["image_id"]] = Override(**values, origin=f"{path.name}:{reader.line_num}")
+    return overrides
+
+
+def _with_overrides(source: Source, folder: Path) -> Source:
+    path = overrides_path(folder, source.code)
+    if not path.is_file():
+        return source
+    return dataclasses.replace(
+        source, overrides=load_overrides(path, source.code), overrides_file=path
+    )
+
+
 def load_catalogue(directory: Path | str | None = None) -> Catalogue:
-    """Load every ``*.yaml`` file of a catalogue folder (default ``schemas/sources``).
+    """Load every ``*.yaml`` file of a catalogue folder (default ``schemas/sources``),
+    with each institution's label overrides (``overrides/<CODE>.csv``), if any.
 
     Raises:
         CatalogueError: naming the file and key of the first problem found, including
@@ -494,6 +596,14 @@ def load_catalogue(directory: Path | str | None = None) -> Catalogue:
         raise CatalogueError(f"{folder}: no institution files (*.yaml) found")
     sources = [load_source_file(f) for f in files]
     codes: dict[str, Path] = {}
+    known = {source.code for source in sources}
+    for stray in sorted((folder / OVERRIDES_DIR).glob("*.csv")):
+        if stray.stem not in known:
+            raise CatalogueError(
+                f"{stray}: overrides of {stray.stem!r}, which is not an institution of the "
+                f"catalogue (known: {sorted(known)})"
+            )
+    sources = [_with_overrides(source, folder) for source in sources]
     source_ids: dict[int, Path] = {}
     raw_ids: dict[int, tuple[Path, str]] = {}
     for source in sources:

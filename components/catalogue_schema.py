@@ -86,7 +86,7 @@ def local_catalogue(catalogue_dir: str | None) -> Iterator[str | None]:
             with open(os.path.join(folder, filesystem.name(path)), "wb") as handle:
                 handle.write(filesystem.read_bytes(path))
         # The label overrides (overrides/<CODE>.csv) travel with the catalogue.
-        overrides = filesystem.glob(filesystem.join(catalogue_dir, "overrides", "*.csv"))
+        overrides = filesystem.glob(filesystem.join(catalogue_dir, "overrides/*.csv"))
         if overrides:
             os.makedirs(os.path.join(folder, "overrides"))
         for path in overrides:

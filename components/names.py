@@ -28,6 +28,10 @@ PLATE_KEY = "plate"
 WELL_KEY = "well"
 IMAGED_AT_KEY = "imaged_at"
 SOURCE_PATH_KEY = "source_path"
+# Where the example's label comes from ("catalogue" or "override"), and the class an
+# expert's override gives it (see components/records.py).
+LABEL_SOURCE_KEY = "label_source"
+OVERRIDE_CLASS_KEY = "override_class"
 
 # Derived by Transform, never stored by ingestion.
 LABEL_KEY = "label"

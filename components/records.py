@@ -19,6 +19,14 @@ record, on a local disk or an object store alike:
    one of :mod:`components.imagecheck`'s) or :class:`Passed` with the image's bytes.
 
 Every record read is either passed or refused: records seen = ingested + quarantined.
+
+4. Label overrides (the catalogue's ``overrides/<CODE>.csv``, read by
+   :mod:`components.catalogue`): :func:`label_override` gives a passed record's label
+   as an expert corrected it. The example then carries the new class in
+   :data:`OVERRIDE_CLASS_KEY` and ``override`` in :data:`LABEL_SOURCE_KEY` (every
+   other example says ``catalogue``); Transform takes its label from there. An image
+   the expert disputed is refused (:data:`DISPUTED_LABEL`). :func:`missing_overrides`
+   lists overrides whose image no record has.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from components import filesystem, imagecheck
-from components.catalogue import Catalogue, Source
+from components.catalogue import Catalogue, Override, Source
 
 # Reasons a record is refused (quarantined), beside imagecheck's reasons for image
 # files. Stable strings: counter names, the quarantine CSV's `reason` column and the
@@ -48,6 +56,14 @@ DUPLICATE_ID = "duplicate_image_id"  # an image id another record (the kept one)
 UNKNOWN_INSTITUTION = "unknown_institution"  # image/class/source of no institution
 LABEL_CONFLICT = "label_conflict"  # image/class/label disagrees with the catalogue
 CORRUPT_RECORD = "corrupt_record"  # not a tf.Example, or a damaged TFRecord frame
+
+DISPUTED_LABEL = "disputed_label"  # an expert disputed the image's label (overrides file)
+OVERRIDE_MISSING_IMAGE = "override_missing_image"  # an override names no image of the data
+
+# The values of LABEL_SOURCE_KEY (see the module's step 4).
+FROM_CATALOGUE = "catalogue"
+FROM_OVERRIDE = "override"
+LABEL_SOURCES = (FROM_CATALOGUE, FROM_OVERRIDE)
 
 # Python's decoder, with errors="surrogateescape", turns each byte it cannot decode
 # into one of these code points; readers open text that way and look for them.
@@ -273,3 +289,31 @@ def judge(
     except imagecheck.BadImage as exc:
         return Refusal(exc.reason, exc.detail)
     return Passed(data, info)
+
+
+def label_override(
+    institution: str, image_id: str, catalogue: Catalogue
+) -> Override | Refusal | None:
+    """The expert's override of one image's label; a :class:`Refusal` when the expert
+    disputed it; None when the catalogue's label stands."""
+    override = catalogue.get(institution).override_of(image_id)
+    if override is None:
+        return None
+    if override.disputed:
+        who = f" by {override.reviewer}" if override.reviewer else ""
+        note = f": {override.note}" if override.note else ""
+        return Refusal(DISPUTED_LABEL, f"label disputed{who} in {override.origin}{note}")
+    return override
+
+
+def missing_overrides(
+    catalogue: Catalogue, seen: Mapping[str, Iterable[str]]
+) -> Iterator[Override]:
+    """Every override whose image is not among ``seen`` (institution -> image ids read)."""
+    for source in catalogue:
+        if not source.overrides:
+            continue
+        ids = set(seen.get(source.code, ()))
+        for image_id, override in source.overrides.items():
+            if image_id not in ids:
+                yield override

@@ -19,23 +19,29 @@ from components.catalogue import Catalogue
 from components.imagecheck import EXAMPLE_FORMATS, format_names
 from components.names import (
     CHANNELS_KEY,
+    CLASS_NAMES,
     FORMAT_KEY,
     HEIGHT_KEY,
     IMAGE_ID_KEY,
     IMAGE_KEY,
     IMAGED_AT_KEY,
     INSTITUTION_KEY,
+    LABEL_SOURCE_KEY,
     NATIVE_LABEL_KEY,
+    OVERRIDE_CLASS_KEY,
     PLATE_KEY,
     SOURCE_PATH_KEY,
     WELL_KEY,
     WIDTH_KEY,
 )
+from components.records import LABEL_SOURCES
 from schemas import SCHEMA_FILE
 
 INSTITUTION_DOMAIN = "institution"
 NATIVE_LABEL_DOMAIN = "native_label"
 FORMAT_DOMAIN = "image_format"
+LABEL_SOURCE_DOMAIN = "label_source"
+CLASS_DOMAIN = "class_name"
 MAX_SIDE = 65_535
 MAX_CHANNELS = 4
 
@@ -49,6 +55,10 @@ HEADER = (
 REQUIRED_BYTES = (FORMAT_KEY, INSTITUTION_KEY, NATIVE_LABEL_KEY, IMAGE_ID_KEY, SOURCE_PATH_KEY)
 # Written only when the institution records them.
 OPTIONAL_BYTES = (PLATE_KEY, WELL_KEY, IMAGED_AT_KEY)
+# Where the label comes from, and an expert's class (see components/records.py).
+# Ingestion writes label_source on every example; both are optional here so that
+# examples made before overrides existed still parse.
+LABEL_ORIGIN_BYTES = ((LABEL_SOURCE_KEY, LABEL_SOURCE_DOMAIN), (OVERRIDE_CLASS_KEY, CLASS_DOMAIN))
 
 
 def _required(schema: schema_pb2.Schema, name: str, kind: int) -> schema_pb2.Feature:
@@ -92,11 +102,19 @@ def build_schema(catalogue: Catalogue) -> schema_pb2.Schema:
         feature.presence.min_count = 0
         feature.value_count.min = 1
         feature.value_count.max = 1
+    for name, domain in LABEL_ORIGIN_BYTES:
+        feature = schema.feature.add(name=name, type=schema_pb2.BYTES)
+        feature.presence.min_count = 0
+        feature.value_count.min = 1
+        feature.value_count.max = 1
+        feature.domain = domain
 
     schema.string_domain.add(name=FORMAT_DOMAIN, value=list(format_names(EXAMPLE_FORMATS)))
     schema.string_domain.add(name=INSTITUTION_DOMAIN, value=sorted(catalogue.codes))
     labels = sorted({native for _, native in catalogue.native_labels()})
     schema.string_domain.add(name=NATIVE_LABEL_DOMAIN, value=labels)
+    schema.string_domain.add(name=LABEL_SOURCE_DOMAIN, value=list(LABEL_SOURCES))
+    schema.string_domain.add(name=CLASS_DOMAIN, value=list(CLASS_NAMES))
     return schema
 
 

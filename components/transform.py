@@ -1,4 +1,6 @@
-"""Transform's preprocessing_fn: collapse each institution's native label to MARCO's 4 classes.
+"""Transform's preprocessing_fn: collapse each institution's native label to MARCO's 4 classes,
+unless an expert's override (the catalogue's overrides files, applied by ingestion)
+gave the example another class.
 
 Referenced by dotted path (``preprocessing_fn="components.transform.preprocessing_fn"``)
 so TFX imports it from the installed project instead of packaging a module file. The
@@ -17,11 +19,13 @@ import tensorflow as tf
 
 from components.catalogue import Catalogue, load_catalogue
 from components.names import (
+    CLASS_NAMES,
     IMAGE_ID_KEY,
     IMAGE_KEY,
     INSTITUTION_KEY,
     LABEL_KEY,
     NATIVE_LABEL_KEY,
+    OVERRIDE_CLASS_KEY,
 )
 
 CATALOGUE_DIR_CONFIG = "catalogue_dir"
@@ -57,10 +61,46 @@ def collapse_labels(
     return table.lookup(tf.strings.join([institution, native_label], separator=KEY_SEPARATOR))
 
 
+def class_table() -> tf.lookup.StaticHashTable:
+    """Class name -> class id; any other text gives ``UNMAPPED``."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(CLASS_NAMES), tf.range(len(CLASS_NAMES), dtype=tf.int64)
+        ),
+        default_value=UNMAPPED,
+    )
+
+
+def override_classes(override: tf.Tensor | tf.SparseTensor | None, batch: tf.Tensor) -> tf.Tensor:
+    """An example's override class name as a ``[batch, 1]`` string, "" where none.
+
+    The feature is optional in the schema, so Transform parses it as sparse; a batch
+    without any override holds no value at all.
+    """
+    if override is None:
+        return tf.fill([batch, 1], "")
+    if isinstance(override, tf.SparseTensor):
+        override = tf.sparse.to_dense(override, default_value="")
+    padded = tf.concat([override, tf.fill([batch, 1], "")], axis=1)
+    # A fixed second dimension: Transform writes the label as a FixedLenFeature.
+    return tf.reshape(padded[:, :1], [-1, 1])
+
+
+def apply_overrides(
+    labels: tf.Tensor, override: tf.Tensor, table: tf.lookup.StaticHashTable
+) -> tf.Tensor:
+    """``labels`` with each example's override class id where it has one."""
+    overridden = table.lookup(override)
+    return tf.where(overridden >= 0, overridden, labels)
+
+
 def preprocessing_fn(
     inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str, Any] | None = None
 ) -> dict[str, tf.Tensor]:
     """TFT preprocessing: add ``label`` and keep the bytes and slicing features as they are.
+
+    The label is the catalogue's class of the native label, or, on an example an
+    expert's override reached at ingestion, the override's class.
 
     Args:
         inputs: parsed raw features (dense ``[batch, 1]`` per schemas/schema.pbtxt).
@@ -72,6 +112,9 @@ def preprocessing_fn(
     # on every batch (tensorflow/transform#249).
     with tf.init_scope():
         table = label_table(catalogue)
+        classes = class_table()
     outputs = {key: tf.identity(inputs[key]) for key in PASSTHROUGH_KEYS}
-    outputs[LABEL_KEY] = collapse_labels(inputs[INSTITUTION_KEY], inputs[NATIVE_LABEL_KEY], table)
+    labels = collapse_labels(inputs[INSTITUTION_KEY], inputs[NATIVE_LABEL_KEY], table)
+    override = override_classes(inputs.get(OVERRIDE_CLASS_KEY), tf.shape(labels)[0])
+    outputs[LABEL_KEY] = apply_overrides(labels, override, classes)
     return outputs

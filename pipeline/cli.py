@@ -11,13 +11,17 @@ import click
 import components  # noqa: F401  (process set-up before TensorFlow)
 from pipeline.commands import compile as compile_commands
 from pipeline.commands import demo as demo_commands
+from pipeline.commands import explain as explain_commands
+from pipeline.commands import released as released_commands
 from pipeline.commands import report as report_commands
+from pipeline.commands import review as review_commands
 from pipeline.commands import run as run_commands
 from pipeline.commands import schema as schema_commands
 from pipeline.commands import score as score_commands
 from pipeline.commands import sources as sources_commands
 from pipeline.commands import submit as submit_commands
 from pipeline.commands import synth as synth_commands
+from pipeline.commands import view as view_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,3 +40,7 @@ main.add_command(synth_commands.synth)
 main.add_command(schema_commands.schema)
 main.add_command(score_commands.score)
 main.add_command(score_commands.export_tflite)
+main.add_command(released_commands.import_released)
+main.add_command(view_commands.view)
+main.add_command(explain_commands.explain)
+main.add_command(review_commands.review)

@@ -46,6 +46,7 @@ from components.names import (
     IMAGE_KEY,
     IMAGED_AT_KEY,
     INSTITUTION_KEY,
+    LABEL_SOURCE_KEY,
     MARCO_ENCODED,
     MARCO_FILENAME,
     MARCO_ID,
@@ -53,6 +54,7 @@ from components.names import (
     MARCO_RAW,
     MARCO_SOURCE,
     NATIVE_LABEL_KEY,
+    OVERRIDE_CLASS_KEY,
     PLATE_KEY,
     SOURCE_PATH_KEY,
     TRAIN_SPLIT,
@@ -63,6 +65,8 @@ from components.names import (
 from components.readers import list_units, read_unit
 from components.records import (
     CORRUPT_RECORD,
+    FROM_CATALOGUE,
+    FROM_OVERRIDE,
     LABEL_CONFLICT,
     MISSING_FIELD,
     UNKNOWN_INSTITUTION,
@@ -79,6 +83,7 @@ SPLITS = (TRAIN_SPLIT, EVAL_SPLIT)
 QUARANTINE_COLUMNS = ("path", "institution", "reason", "detail", "origin")
 QUARANTINE_TAG = "quarantine"
 COUNTS_TAG = "counts"
+OVERRIDE_TAG = "override"
 _IDS_TAG = "ids"
 _WORK_TAG = "work"
 
@@ -160,14 +165,21 @@ class Accepted:
     example: bytes
     institution: str
     native_label: str
+    override_class: str = ""  # the expert's class when an override applied
 
     def count_key(self) -> str:
         return _COUNT_SEP.join(("example", self.institution, self.native_label, self.split))
 
+    def override_key(self) -> str | None:
+        """The counter key of an overridden label, or None."""
+        if not self.override_class:
+            return None
+        return _COUNT_SEP.join((OVERRIDE_TAG, self.institution, self.override_class, self.split))
+
 
 def parse_count_key(key: str) -> tuple[str, ...]:
-    """Inverse of the ``count_key`` methods: ("example", inst, label, split) or
-    ("quarantine", inst, reason)."""
+    """Inverse of the ``count_key`` methods: ("example", inst, label, split),
+    ("quarantine", inst, reason) or ("override", inst, new class, split)."""
     return tuple(key.split(_COUNT_SEP))
 
 
@@ -333,11 +345,14 @@ def build_example(
     plate: str = "",
     well: str = "",
     imaged_at: str = "",
+    override_class: str = "",
 ) -> bytes:
     """The project's tf.Example for one image; the bytes are stored exactly as read.
 
     Optional fields (plate, well, imaging time) are left out rather than stored empty,
-    so statistics show how often an institution records them.
+    so statistics show how often an institution records them. ``label_source`` says
+    ``override`` when ``override_class`` (an expert's class, from the catalogue's
+    overrides) replaces the native label's class, ``catalogue`` otherwise.
     """
     features: dict[str, tfexample.FeatureValue] = {
         IMAGE_KEY: data,
@@ -349,8 +364,10 @@ def build_example(
         NATIVE_LABEL_KEY: native_label,
         IMAGE_ID_KEY: image_id,
         SOURCE_PATH_KEY: source_path,
+        LABEL_SOURCE_KEY: FROM_OVERRIDE if override_class else FROM_CATALOGUE,
     }
-    for key, value in ((PLATE_KEY, plate), (WELL_KEY, well), (IMAGED_AT_KEY, imaged_at)):
+    for key, value in ((PLATE_KEY, plate), (WELL_KEY, well), (IMAGED_AT_KEY, imaged_at),
+                       (OVERRIDE_CLASS_KEY, override_class)):
         if value:
             features[key] = value
     return tfexample.encode_example(features)
@@ -367,10 +384,16 @@ def process_record(
     validate`` gives too.
     """
     verdict = records.judge(record, config.catalogue, duplicates, config.max_pixels)
+    override = None
+    if isinstance(verdict, records.Passed):
+        override = records.label_override(record.institution, record.image_id, config.catalogue)
+        if isinstance(override, records.Refusal):
+            verdict = override
     if isinstance(verdict, records.Refusal):
         return Quarantined(
             record.path, record.institution, verdict.reason, verdict.detail, record.origin
         )
+    new_class = override.new_class if override is not None else ""
     split = split_for(record.image_id, config.eval_percent)
     example = build_example(
         verdict.data, verdict.info,
@@ -381,8 +404,9 @@ def process_record(
         plate=record.plate,
         well=record.well,
         imaged_at=record.imaged_at,
+        override_class=new_class,
     )
-    return Accepted(split, example, record.institution, record.native_label)
+    return Accepted(split, example, record.institution, record.native_label, new_class)
 
 
 def process_shard(
@@ -417,6 +441,11 @@ def process_shard(
         except imagecheck.BadImage as exc:
             yield Quarantined(path, code, exc.reason, exc.detail, locator)
             continue
+        override = records.label_override(code, entry.image_id, config.catalogue)
+        if isinstance(override, records.Refusal):
+            yield Quarantined(path, code, override.reason, override.detail, locator)
+            continue
+        new_class = override.new_class if override is not None else ""
         split = split_for(entry.image_id, config.eval_percent)
         example = build_example(
             entry.data, info,
@@ -424,8 +453,9 @@ def process_shard(
             native_label=entry.label.native,
             image_id=entry.image_id,
             source_path=locator,
+            override_class=new_class,
         )
-        yield Accepted(split, example, code, entry.label.native)
+        yield Accepted(split, example, code, entry.label.native, new_class)
 
 
 class ListWork(beam.DoFn):
@@ -480,6 +510,8 @@ class ToExamples(beam.DoFn):
         for outcome in outcomes:
             if isinstance(outcome, Accepted):
                 yield beam.pvalue.TaggedOutput(outcome.split, outcome.example)
+                if outcome.override_key():
+                    yield beam.pvalue.TaggedOutput(COUNTS_TAG, outcome.override_key())
             else:
                 yield beam.pvalue.TaggedOutput(QUARANTINE_TAG, outcome.csv_row())
             yield beam.pvalue.TaggedOutput(COUNTS_TAG, outcome.count_key())

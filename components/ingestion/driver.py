@@ -4,7 +4,8 @@ ImageExampleGen has no input artifacts, so TFX's cache key is only its parameter
 without this driver a second run over a changed data folder would reuse the old
 Examples. Like FileBasedExampleGen's driver, it adds an ``input_fingerprint`` execution
 property (file listing only: paths, sizes and modification times of every unit and
-image file, plus the catalogue's content), which the cache key includes.
+image file, plus the catalogue's content and its label overrides), which the cache key
+includes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def _stat_line(path: str) -> str:
 
 
 def input_fingerprint(catalogue: Catalogue, units: list[beam_stages.WorkUnit]) -> str:
-    """A digest that changes whenever an input file or the catalogue changes.
+    """A digest that changes whenever an input file, the catalogue or an institution's
+    label overrides change.
 
     Layout units are stat-ed on whatever file system holds them (label folders are
     walked, since adding an image to one changes no manifest); published shards on a
@@ -42,6 +44,10 @@ def input_fingerprint(catalogue: Catalogue, units: list[beam_stages.WorkUnit]) -
     digest = hashlib.sha256()
     for source in catalogue:
         digest.update(source.file.read_bytes())
+        # An expert's label overrides change the examples as a data change does.
+        if source.overrides_file is not None:
+            digest.update(f"overrides\t{source.code}\n".encode())
+            digest.update(source.overrides_file.read_bytes())
     for unit in units:
         if unit.kind == beam_stages.LAYOUT_UNIT and filesystem.isdir(unit.path):
             for dirpath, _, filenames in filesystem.walk(unit.path):

@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from components.ingestion.beam_stages import (
     COUNTS_FILE,
+    OVERRIDE_TAG,
     QUARANTINE_COLUMNS,
     QUARANTINE_DIR,
     QUARANTINE_PREFIX,
@@ -27,10 +28,13 @@ from components.ingestion.beam_stages import (
 
 DEFAULT_QUARANTINE_BUDGET = 0.01
 FIRST_PATHS = 5
-
-
-class QuarantineBudgetExceeded(RuntimeError):
-    """Too large a share of the inputs was refused for the run to be trusted."""
+# Name (after a run stamp) of the quarantine report that outlives a stopped run.
+QUARANTINE_REPORT = "quarantine.csv"
+BUDGET_HINT = (
+    "Fix or remove the refused inputs, or raise the budget: `marco run "
+    "--quarantine-budget 0.05` (a fraction, 0-1), or the quarantine_budget setting "
+    "of a Kubeflow / Vertex AI settings file."
+)
 
 
 @dataclass
@@ -42,6 +46,8 @@ class IngestionSummary:
     per_split: Counter = field(default_factory=Counter)
     per_reason: Counter = field(default_factory=Counter)
     quarantined_per_institution: Counter = field(default_factory=Counter)
+    # Examples whose label an expert's override set: "INSTITUTION/class" -> count.
+    overrides: Counter = field(default_factory=Counter)
 
     @property
     def examples(self) -> int:
@@ -57,6 +63,28 @@ class IngestionSummary:
         return self.quarantined / total if total else 0.0
 
 
+class QuarantineBudgetExceeded(RuntimeError):
+    """Too large a share of the inputs was refused for the run to be trusted.
+
+    Attributes:
+        summary: the run's counts.
+        budget: the budget that was exceeded (a fraction, 0-1).
+        report_path: where the full quarantine report was written, outside the failed
+            step's own output (None when no folder was given for it).
+    """
+
+    def __init__(self, summary: IngestionSummary, budget: float,
+                 rows: list[dict[str, str]], report_path: str | None = None) -> None:
+        self.summary = summary
+        self.budget = budget
+        self.rows = rows
+        self.report_path = report_path
+        super().__init__(budget_message(summary, budget, rows, report_path))
+
+    def __reduce__(self):
+        return type(self), (self.summary, self.budget, self.rows, self.report_path)
+
+
 def summarise(counts: Mapping[str, int]) -> IngestionSummary:
     """Group the raw counter keys written by the pipeline."""
     summary = IngestionSummary()
@@ -66,6 +94,9 @@ def summarise(counts: Mapping[str, int]) -> IngestionSummary:
             _, institution, reason = parts
             summary.per_reason[reason] += count
             summary.quarantined_per_institution[institution or "(unknown)"] += count
+        elif parts[0] == OVERRIDE_TAG:
+            _, institution, new_class, _split = parts
+            summary.overrides[f"{institution}/{new_class}"] += count
         else:
             _, institution, label, split = parts
             summary.per_institution[institution] += count
@@ -100,8 +131,9 @@ def read_quarantine(uri: str) -> list[dict[str, str]]:
     return rows
 
 
-def budget_message(summary: IngestionSummary, budget: float, rows: list[dict[str, str]]) -> str:
-    """Say how much was refused, why, and where to look first."""
+def budget_message(summary: IngestionSummary, budget: float, rows: list[dict[str, str]],
+                   report_path: str | None = None) -> str:
+    """Say how much was refused, why, where the full report is and where to look first."""
     lines = [
         f"{summary.quarantined} of {summary.examples + summary.quarantined} inputs "
         f"({summary.quarantined_fraction:.2%}) were quarantined, above the budget of "
@@ -112,17 +144,57 @@ def budget_message(summary: IngestionSummary, budget: float, rows: list[dict[str
         firsts = [r for r in rows if r["reason"] == reason][:FIRST_PATHS]
         for row in firsts:
             lines.append(f"    {row['path'] or row['origin']}: {row['detail']}")
+    if report_path:
+        lines.append(f"Full quarantine report (every record, its reason, file and line): "
+                     f"{report_path}")
+    lines.append(BUDGET_HINT)
     return "\n".join(lines)
 
 
-def check_budget(summary: IngestionSummary, budget: float, uri: str) -> None:
+def per_reason_line(summary: IngestionSummary) -> str:
+    """``reason count`` for every reason, most frequent first, on one line."""
+    return ", ".join(
+        f"{reason} {count}"
+        for reason, count in sorted(summary.per_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+
+
+def write_quarantine_report(rows: list[dict[str, str]], path: str) -> str:
+    """Writes every quarantine row to ``path`` (local or any Beam file system) as CSV.
+
+    The columns are those of the artifact's own quarantine files: the image path, the
+    institution, the reason, its detail and the origin (the file and line, or the
+    folder, the record came from).
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=QUARANTINE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    directory = path.rsplit("/", 1)[0] if "/" in path else ""
+    if directory and not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)
+    with FileSystems.create(path) as handle:
+        handle.write(buffer.getvalue().encode("utf-8"))
+    return path
+
+
+def check_budget(summary: IngestionSummary, budget: float, uri: str,
+                 report_path: str | None = None) -> None:
     """Fail the run when the quarantined share exceeds ``budget`` (a fraction, 0-1).
 
+    When it does and ``report_path`` is given, every quarantine row is first copied
+    there: the step's own output folder (``uri``), with its quarantine files, is
+    removed by the orchestrator once the step fails.
+
     Raises:
-        QuarantineBudgetExceeded: with counts per reason and the first offending paths.
+        QuarantineBudgetExceeded: with counts per reason, the first offending paths and
+            where the full report is.
         ValueError: when nothing at all was read, which is never a usable data set.
     """
     if summary.examples + summary.quarantined == 0:
         raise ValueError("ingestion read no images at all; check data_dir and marco_shards")
     if summary.quarantined_fraction > budget:
-        raise QuarantineBudgetExceeded(budget_message(summary, budget, read_quarantine(uri)))
+        rows = read_quarantine(uri)
+        if report_path:
+            write_quarantine_report(rows, report_path)
+        raise QuarantineBudgetExceeded(summary, budget, rows, report_path)

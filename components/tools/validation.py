@@ -8,7 +8,8 @@ the same layout readers (:mod:`components.readers`) and judged by the same rules
 image id, usable images), on a local disk or an object store alike, so a data folder
 that validates cleanly quarantines nothing in ImageExampleGen. On top of that come
 what only a look at the whole folder shows: image ids shared between institutions,
-labels never seen and an unusual class mix.
+labels never seen and an unusual class mix, and the label overrides: each must name
+an image the institution's records hold.
 """
 
 from __future__ import annotations
@@ -261,8 +262,43 @@ def validate_data(
                 examples = report.collision_examples.setdefault(owner, [])
                 if len(examples) < 3:
                     examples.append(f"{item.image_id!r} ({item.origin})")
+    _check_overrides(chosen, items, reports)
     _class_mix_warnings(reports)
     return ValidationReport(sources=reports, images_checked=check_images)
+
+
+def _check_overrides(
+    chosen: Sequence[Source], items: Sequence[Record | BadRecord],
+    reports: dict[str, SourceReport],
+) -> None:
+    """An override naming no image of its institution is a problem; one whose old
+    label is not the record's native label any more is a warning."""
+    natives: dict[str, dict[str, str]] = {}
+    for item in items:
+        if isinstance(item, Record):
+            natives.setdefault(item.institution, {})[item.image_id] = item.native_label
+    for source in chosen:
+        if not source.overrides or (source.code not in natives and reports[source.code].problems):
+            continue
+        known = natives.get(source.code, {})
+        for override in records.missing_overrides(_source_only(source), {source.code: known}):
+            reports[source.code].problems.append(Problem(
+                source.code, records.OVERRIDE_MISSING_IMAGE, override.origin,
+                f"overrides image id {override.image_id!r}, which no record of "
+                f"{source.code} has", str(source.overrides_file or ""),
+            ))
+        for image_id, override in source.overrides.items():
+            native = known.get(image_id)
+            if native is not None and override.old_label and override.old_label != native:
+                reports[source.code].warnings.append(
+                    f"{override.origin}: image {image_id!r} was reviewed as "
+                    f"{override.old_label!r} but its native label is now {native!r}"
+                )
+
+
+def _source_only(source: Source) -> Catalogue:
+    """A catalogue of one institution."""
+    return Catalogue(sources=(source,))
 
 
 def _tally(report: SourceReport, item: Record | BadRecord, source: Source) -> None:
