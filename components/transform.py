@@ -107,7 +107,10 @@ def preprocessing_fn(
         custom_config: Transform's ``custom_config``; ``catalogue_dir`` selects a
             catalogue other than the project's (tests, a lab's own deployment).
     """
-    catalogue = load_catalogue((custom_config or {}).get(CATALOGUE_DIR_CONFIG))
+    # Plain Python, run once while tracing. TFT traces without autograph; a caller that
+    # traces with it would otherwise convert the whole catalogue loader (a minute).
+    catalogue = tf.autograph.experimental.do_not_convert(load_catalogue)(
+        (custom_config or {}).get(CATALOGUE_DIR_CONFIG))
     # Built outside the traced function, so the table is initialised once rather than
     # on every batch (tensorflow/transform#249).
     with tf.init_scope():
