@@ -6,7 +6,8 @@ eval-split examples, and its ``transform_features`` signature to derive the 4-cl
 used. Metrics are computed overall and for each institution (the paper's
 per-source figures, Tables 4 and 5); the blessing rule applies to the overall slice.
 
-The baseline is the model the pipeline serves (ServedModelBaseline). :class:`Evaluator`
+The baseline is the model the pipeline serves (ServedModelBaseline), or, while it
+serves none, the model the run's Trainer started from (``init_from``). :class:`Evaluator`
 is TFX's Evaluator whose executor treats an empty baseline (nothing served yet) as no
 baseline at all: TFX then checks only the accuracy floor and ignores the change
 threshold.
@@ -46,7 +47,8 @@ def eval_config(accuracy_floor: float, change_tolerance: float = DEFAULT_CHANGE_
         accuracy_floor: smallest overall accuracy that blesses a model.
         change_tolerance: how much lower than the served model's overall accuracy a new
             model may be and still be blessed (0: it must be at least as good). It
-            applies only when a model is served (the baseline is not empty).
+            applies only when there is a baseline: a served model, or the run's init
+            model (the baseline is not empty).
     """
     if not 0.0 <= accuracy_floor <= 1.0:
         raise ValueError(f"accuracy_floor must be in [0, 1], got {accuracy_floor}")

@@ -61,9 +61,10 @@ DIRECT_BEAM_ARGS = (
 )
 # Settings that name folders or globs: gs:// on Google Cloud, or absolute local paths
 # for a run on one machine (beam_runner: DirectRunner).
-PATH_SETTINGS = ("pipeline_root", "data_dir", "marco_shards", "serving_dir", "catalogue_dir")
+PATH_SETTINGS = ("pipeline_root", "data_dir", "marco_shards", "serving_dir", "catalogue_dir",
+                 "init_from")
 # Read by Dataflow workers and Vertex AI, which cannot see this machine's disk.
-CLOUD_PATH_SETTINGS = ("pipeline_root", "data_dir", "marco_shards", "serving_dir")
+CLOUD_PATH_SETTINGS = ("pipeline_root", "data_dir", "marco_shards", "serving_dir", "init_from")
 
 # An immutable image reference: NAME@sha256:<64 hex digits> (NAME may keep a tag).
 _IMAGE_DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -147,7 +148,15 @@ class ClusterSettings:
         "Beam runner of ImageExampleGen, StatisticsGen, Transform and the Evaluator: "
         "DataflowRunner, or DirectRunner (in the task's own process, one worker)."
     ))
-    preset: str = field(default="paper", metadata=_help("Training preset: paper, demo or tiny."))
+    preset: str = field(default="paper", metadata=_help(
+        "Training preset: paper, demo, tiny, or finetune (needs init_from)."
+    ))
+    init_from: str | None = field(default=None, metadata=_help(
+        "gs:// serving folder (or SavedModel folder) of an earlier model of the same "
+        "preset, e.g. marco import-released's output copied to a bucket: training starts "
+        "from its weights, and it is the baseline a new model must beat until the "
+        "pipeline has pushed one."
+    ))
     dataflow_machine_type: str = field(default="n1-standard-4", metadata=_help(
         "Machine type of the Dataflow workers."
     ))
@@ -366,6 +375,9 @@ def parse_settings(data: Mapping[str, Any], source: str = "settings") -> Cluster
     preset = data.get("preset", "paper")
     if preset not in PRESETS:
         fail("preset", f"{preset!r} is not one of {', '.join(PRESETS)}")
+    if PRESETS[preset].training.trainable_layers and not data.get("init_from"):
+        fail("init_from", f"preset {preset} fine-tunes an earlier model: set init_from to "
+             "its serving folder")
     for name in ("dataflow_machine_type", "training_machine_type", "endpoint_machine_type"):
         value = data.get(name)
         if value and not _MACHINE.match(value):
@@ -558,6 +570,7 @@ def build(settings: ClusterSettings):
         quarantine_budget=settings.quarantine_budget,
         backup_dir=f"{root}/trainer-backup",
         serving_dir=settings.serving_dir,
+        init_from=settings.init_from,
         beam_pipeline_args=settings.beam_args(),
         enable_cache=settings.enable_cache,
         train_args=_parameter(

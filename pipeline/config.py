@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tfx.v1.proto import TrainArgs
 
 PIPELINE_NAME = "marco"
+FINETUNE_STEPS = 900
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,13 @@ PRESETS: Mapping[str, Preset] = {
     # The paper trained for about 1.7M steps of 64 images.
     "paper": Preset("paper", training.PAPER, train_steps=1_700_000, eval_steps=None,
                     accuracy_floor=0.9),
+    # An earlier paper-preset model (init_from, e.g. the imported released MARCO
+    # model) fine-tuned on a lab's own images on 2 CPU cores: steps sized for about
+    # 2,000 images in under 30 minutes (benchmarks/finetune_throughput.py). Blessing
+    # is against the init model (the Evaluator's baseline until this pipeline has
+    # pushed a model); the floor only refuses a broken model.
+    "finetune": Preset("finetune", training.FINETUNE, train_steps=FINETUNE_STEPS,
+                       eval_steps=None, accuracy_floor=0.25),
 }
 PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
 
@@ -110,6 +118,12 @@ class PipelineConfig:
             submitted (:mod:`kubeflow.submit`).
         served_version: the newest model version in the serving folder, part of the
             served-model baseline's cache key, computed and passed the same way.
+        init_from: an earlier model of the same preset to start training from (a
+            serving folder, whose newest version is taken, a version folder or a
+            SavedModel; local or gs://), e.g. ``marco import-released``'s output. Until
+            this pipeline has pushed a model, it is also the Evaluator's baseline, so
+            a fine-tuned model is pushed only when it beats it. Presets that freeze
+            layers (``finetune``) need it.
     """
 
     pipeline_root: str
@@ -130,9 +144,17 @@ class PipelineConfig:
     train_args: TrainArgs | RuntimeParameter | None = None
     input_fingerprint: str | RuntimeParameter | None = None
     served_version: str | RuntimeParameter | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         require_data_source(self.data_dir, self.marco_shards)
+        if self.preset.training.trainable_layers and not self.init_from:
+            trained = self.preset.training.trainable_layers
+            raise ValueError(
+                f"the {self.preset.name} preset trains only {trained} and keeps the rest "
+                "of the network as it starts: give init_from (marco run --init-from "
+                "SERVING_DIR), the model to start from"
+            )
 
     @property
     def serving_root(self) -> str:

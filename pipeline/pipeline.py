@@ -13,7 +13,7 @@ from components.anomaly_gate import AnomalyGate
 from components.catalogue_schema import CatalogueSchemaGen
 from components.ingestion.component import ImageExampleGen
 from components.statistics import stats_options
-from components.trainer import BACKUP_DIR_KEY
+from components.trainer import BACKUP_DIR_KEY, INIT_FROM_KEY
 from components.trainer.config import CUSTOM_CONFIG_KEY
 from components.transform import CATALOGUE_DIR_CONFIG
 from pipeline.config import PipelineConfig
@@ -134,6 +134,8 @@ def create_pipeline(
         trainer_config = {CUSTOM_CONFIG_KEY: config.preset.training.to_json_dict()}
         if config.backup_dir:
             trainer_config[BACKUP_DIR_KEY] = config.backup_dir
+        if config.init_from:
+            trainer_config[INIT_FROM_KEY] = config.init_from
         trainer_config.update(placement.trainer_custom_config)
         trainer = placement.trainer_component(
             run_fn=RUN_FN,
@@ -169,7 +171,8 @@ def _evaluate_and_push(config: PipelineConfig, examples, trainer, placement: Pla
     from components.evaluation import Evaluator, eval_config
     from components.pusher import Pusher
 
-    baseline = ServedModelBaseline(config.serving_root, served_version=config.served_version)
+    baseline = ServedModelBaseline(config.serving_root, served_version=config.served_version,
+                                   init_from=config.init_from)
     # Read the serving folder once the candidate exists, just before it is evaluated.
     baseline.add_upstream_node(trainer)
     evaluator = Evaluator(

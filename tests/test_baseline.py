@@ -59,16 +59,16 @@ def _trained_model(root: Path, saved_model: Path, artifact_id: int = 1):
     return model
 
 
-def _run_baseline(serving: Path, out: Path, served_version: str | None = None):
+def _run_baseline(serving: Path, out: Path, served_version: str | None = None,
+                  init_from: Path | None = None):
     model = standard_artifacts.Model()
     model.uri = str(out)
     out.mkdir(parents=True)
-    baseline_executor.Executor().Do(
-        {},
-        {baseline_executor.MODEL_KEY: [model]},
-        {baseline_executor.SERVING_DIR_KEY: str(serving),
-         baseline_executor.SERVED_VERSION_KEY: served_version},
-    )
+    properties = {baseline_executor.SERVING_DIR_KEY: str(serving),
+                  baseline_executor.SERVED_VERSION_KEY: served_version}
+    if init_from is not None:
+        properties[baseline_executor.INIT_FROM_KEY] = str(init_from)
+    baseline_executor.Executor().Do({}, {baseline_executor.MODEL_KEY: [model]}, properties)
     return model
 
 
@@ -130,6 +130,63 @@ def test_baseline_copies_the_newest_version_where_the_evaluator_looks(
     x = tf.constant([[1.0, 2.0, 3.0]])
     tf.debugging.assert_equal(loaded.signatures["serving_default"](x)["scores"],
                               expected.signatures["serving_default"](x)["scores"])
+
+
+def test_baseline_is_the_init_model_until_a_model_is_served(tmp_path, keras_models):
+    """A run that starts from an earlier model (init_from) is compared with it while
+    this pipeline serves nothing; once it serves a model, that model is the baseline."""
+    init = tmp_path / "imported"
+    shutil.copytree(keras_models[0], init / "1600000000")
+    _fake_version(init, "1500000000")
+    serving = tmp_path / "serving"
+
+    model = _run_baseline(serving, tmp_path / "out1", init_from=init)
+    assert not baseline_executor.is_empty(model)
+    assert baseline_executor.is_init_baseline(model)
+    assert model.get_string_custom_property(
+        baseline_executor.SERVED_VERSION_PROPERTY) == "init:1600000000"
+    assert model.get_string_custom_property(
+        baseline_executor.SERVED_PATH_PROPERTY) == str(init / "1600000000")
+    copy = path_utils.serving_model_dir(model.uri)
+    assert served.saved_model_digest(copy) == served.saved_model_digest(str(keras_models[0]))
+
+    # A bare SavedModel folder works too.
+    model = _run_baseline(serving, tmp_path / "out2", init_from=keras_models[0])
+    assert model.get_string_custom_property(
+        baseline_executor.SERVED_VERSION_PROPERTY) == "init"
+
+    shutil.copytree(keras_models[1], serving / "1700000000")
+    model = _run_baseline(serving, tmp_path / "out3", init_from=init)
+    assert not baseline_executor.is_init_baseline(model)
+    assert model.get_string_custom_property(
+        baseline_executor.SERVED_VERSION_PROPERTY) == "1700000000"
+    assert served.saved_model_digest(path_utils.serving_model_dir(model.uri)) == (
+        served.saved_model_digest(str(keras_models[1])))
+
+    with pytest.raises(FileNotFoundError, match="init model .*nothing: no SavedModel"):
+        _run_baseline(tmp_path / "serving-empty", tmp_path / "out4",
+                      init_from=tmp_path / "nothing")
+
+
+def test_driver_puts_the_init_model_in_the_cache_key_while_nothing_is_served(tmp_path):
+    from tfx.orchestration.portable import data_types
+
+    init = tmp_path / "imported"
+    _fake_version(init, "7")
+    serving = tmp_path / "serving"
+    properties = {baseline_executor.SERVING_DIR_KEY: str(serving),
+                  baseline_executor.SERVED_VERSION_KEY: None,
+                  baseline_executor.INIT_FROM_KEY: str(init)}
+    driver = Driver(None)
+    key = baseline_executor.SERVED_VERSION_KEY
+    assert driver.run(data_types.ExecutionInfo(exec_properties=dict(properties))
+                      ).exec_properties[key].string_value == "init:7"
+    _fake_version(init, "8")
+    assert driver.run(data_types.ExecutionInfo(exec_properties=dict(properties))
+                      ).exec_properties[key].string_value == "init:8"
+    _fake_version(serving, "42")
+    assert driver.run(data_types.ExecutionInfo(exec_properties=dict(properties))
+                      ).exec_properties[key].string_value == "42"
 
 
 def test_driver_puts_the_newest_served_version_in_the_cache_key(tmp_path):

@@ -295,6 +295,23 @@ def test_cpu_only_single_machine_without_endpoint():
     assert "Pusher" in ids and "EndpointPusher" not in ids
 
 
+def test_init_from_reaches_the_trainer_and_the_baseline_from_a_bucket():
+    """init_from: the Vertex training job and the baseline read the model from gs://."""
+    from kubeflow.runner import build
+
+    init = "gs://my-bucket/marco/released-serving"
+    settings = parse_settings({**EXAMPLE, "preset": "finetune", "init_from": init})
+    components = {component.id: component for component in build(settings).components}
+    trainer = components["Trainer"].exec_properties["custom_config"]
+    config = json.loads(trainer) if isinstance(trainer, str) else trainer
+    assert config["init_from"] == init
+    assert config["marco_training"]["trainable_layers"] == "Mixed_7*,Logits/*"
+    assert components["ServedModelBaseline"].exec_properties["init_from"] == init
+    # Without it, neither gets one.
+    components = {c.id: c for c in build(parse_settings(EXAMPLE)).components}
+    assert components["ServedModelBaseline"].exec_properties.get("init_from") is None
+
+
 def test_direct_runner_runs_beam_in_the_task_and_takes_local_paths(tmp_path):
     """For executing the compiled spec on one machine: no Dataflow, local folders."""
     from kubeflow.runner import build
@@ -340,6 +357,9 @@ def test_direct_runner_runs_beam_in_the_task_and_takes_local_paths(tmp_path):
         ({"data_dir": "s3://bucket/data"}, "data_dir"),
         ({"serving_dir": "srv/models"}, "serving_dir"),
         ({"preset": "huge"}, "preset"),
+        ({"preset": "finetune"}, "init_from"),
+        ({"init_from": "models/released"}, "init_from"),
+        ({"init_from": "/local/released"}, "init_from"),  # with Dataflow
         ({"dataflow_max_workers": 0}, "dataflow_max_workers"),
         ({"accelerator_type": "NVIDIA_TESLA_K9"}, "accelerator_type"),
         ({"accelerator_type": "TPU_V3"}, "accelerator_type"),

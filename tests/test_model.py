@@ -372,4 +372,4 @@ def test_presets_load_without_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["tiny,demo,paper", "75", "195", "599"]
+    assert result.stdout.split() == ["tiny,demo,paper,finetune", "75", "195", "599", "599"]

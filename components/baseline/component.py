@@ -22,6 +22,8 @@ class ServedModelBaselineSpec(types.ComponentSpec):
         # The cache key: the newest served version's name ("" when none), set by the
         # driver where drivers run, passed as a runtime parameter where they do not.
         executor.SERVED_VERSION_KEY: ExecutionParameter(type=str, optional=True),
+        # The run's init model, the baseline while nothing is served.
+        executor.INIT_FROM_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS: ClassVar[dict] = {}
     OUTPUTS: ClassVar[dict] = {
@@ -39,14 +41,16 @@ class ServedModelBaseline(base_component.BaseComponent):
     ``served_version``, ``served_path``, ``served_digest`` and, when the push recorded
     it, ``served_model_uri``; when nothing is served, an empty artifact whose
     ``served_version`` is "" (the project's Evaluator then evaluates without a
-    baseline).
+    baseline), unless the run starts from an earlier model (``init_from``), which is
+    then the baseline.
     """
 
     SPEC_CLASS = ServedModelBaselineSpec
     DRIVER_CLASS = driver.Driver
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, serving_dir: str, served_version: str | None = None) -> None:
+    def __init__(self, serving_dir: str, served_version: str | None = None,
+                 init_from: str | None = None) -> None:
         """Configure the baseline.
 
         Args:
@@ -54,12 +58,15 @@ class ServedModelBaseline(base_component.BaseComponent):
             served_version: the newest served version's name when computed outside the
                 component (a runtime parameter on Kubeflow and Vertex, where TFX runs
                 no custom drivers); the local driver computes it itself.
+            init_from: the model the run's Trainer starts from: the baseline while
+                nothing is served (see :class:`executor.Executor`).
         """
         if not serving_dir:
             raise ValueError("ServedModelBaseline needs the serving folder")
         spec = ServedModelBaselineSpec(
             serving_dir=serving_dir,
             served_version=served_version,
+            init_from=init_from or None,
             model=types.Channel(type=tfx.types.standard_artifacts.Model),
         )
         super().__init__(spec=spec)

@@ -13,8 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.baseline.executor import SERVED_VERSION_KEY, SERVING_DIR_KEY
-from components.baseline.served import newest_served_version
+from components.baseline.executor import (
+    INIT_FROM_KEY,
+    SERVED_VERSION_KEY,
+    SERVING_DIR_KEY,
+    init_version_key,
+)
+from components.baseline.served import init_model, newest_served_version
 from components.drivers import ComputedPropertyDriver
 
 
@@ -24,4 +29,9 @@ class Driver(ComputedPropertyDriver):
     KEY = SERVED_VERSION_KEY
 
     def compute(self, exec_properties: Mapping[str, Any]) -> str:
-        return newest_served_version(exec_properties[SERVING_DIR_KEY])
+        version = newest_served_version(exec_properties[SERVING_DIR_KEY])
+        init_from = exec_properties.get(INIT_FROM_KEY)
+        if version or not init_from:
+            return version
+        # Nothing served: the baseline is the init model, whose newest version counts.
+        return init_version_key(init_model(init_from))

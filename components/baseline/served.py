@@ -59,6 +59,27 @@ def newest_served(serving_dir: str) -> ServedVersion | None:
     return None
 
 
+def init_model(path: str) -> ServedVersion:
+    """The SavedModel an ``init_from`` path names: its newest version, or itself.
+
+    ``path`` is a serving folder (the newest numbered version is taken, as TF Serving
+    takes it), or a SavedModel folder, whose ``version`` is then "".
+
+    Raises:
+        FileNotFoundError: naming ``path`` when it holds no SavedModel either way.
+    """
+    if path and _is_saved_model(path):
+        return ServedVersion("", path)
+    newest = newest_served(path)
+    if newest is None:
+        raise FileNotFoundError(
+            f"init model {path}: no SavedModel there, and no numbered version folder "
+            "holding one (give a serving folder, e.g. marco import-released's --out, "
+            "or one of its version folders)"
+        )
+    return newest
+
+
 def newest_served_version(serving_dir: str) -> str:
     """The name of the newest served version in ``serving_dir``; "" when none is served.
 

@@ -16,12 +16,15 @@ import time
 from components.trainer.config import CUSTOM_CONFIG_KEY, TrainingConfig
 
 BACKUP_DIR_KEY = "backup_dir"
+# An earlier model to start from (``PipelineConfig.init_from``): a serving folder, a
+# version folder or a SavedModel, local or gs://.
+INIT_FROM_KEY = "init_from"
 TRAIN_EXAMPLES_KEY = "train_examples"
 METRICS_FILE = "metrics.json"
 # How long a non-chief replica waits for the chief's export after its own.
 CHIEF_EXPORT_TIMEOUT_S = 1800.0
 
-__all__ = ["CUSTOM_CONFIG_KEY", "TrainingConfig", "run_fn", "save_outputs"]
+__all__ = ["CUSTOM_CONFIG_KEY", "INIT_FROM_KEY", "TrainingConfig", "run_fn", "save_outputs"]
 
 
 def run_fn(fn_args) -> None:
@@ -47,6 +50,7 @@ def run_fn(fn_args) -> None:
         eval_steps=fn_args.eval_steps or None,
         train_examples=custom.get(TRAIN_EXAMPLES_KEY),
         backup_dir=custom.get(BACKUP_DIR_KEY),
+        init_from=custom.get(INIT_FROM_KEY) or None,
     )
     save_outputs(
         model, metrics, fn_args.serving_model_dir, fn_args.model_run_dir, tf_transform_output

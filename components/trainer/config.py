@@ -21,6 +21,8 @@ CUSTOM_CONFIG_KEY = "marco_training"
 # Largest in-memory cache of decoded training images (``cache_decoded``).
 DECODED_CACHE_LIMIT_MB = 4096
 OPTIMIZERS = ("rmsprop", "adam")
+# What the ``finetune`` preset trains: the last three Inception blocks and the logits.
+FINETUNE_TRAINABLE_LAYERS = "Mixed_7*,Logits/*"
 
 
 def _json_types(hint: Any) -> tuple[type, ...]:
@@ -82,6 +84,12 @@ class TrainingConfig:
             decay; runs of a few hundred steps need a fast one (0.9) or evaluation
             uses statistics that are still near their initial values.
         seed: makes shuffling and augmentation deterministic when set.
+        trainable_layers: which layers training changes, as comma-separated glob
+            patterns over the network's layer names (slim's scopes, see
+            :mod:`components.model.inception`): ``"Mixed_7*,Logits/*"`` trains the
+            last three Inception blocks and the logits and freezes everything below,
+            batch-norm statistics included. None trains every layer. Meant for a warm
+            start (``init_from``); see :mod:`components.trainer.warm_start`.
     """
 
     model: str = "paper"
@@ -102,6 +110,7 @@ class TrainingConfig:
     checkpoint_every: int = 500
     batch_norm_decay: float | None = None
     seed: int | None = None
+    trainable_layers: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_PRESETS:
@@ -124,6 +133,13 @@ class TrainingConfig:
             raise ValueError(
                 "cache_decoded needs crop_scale: native-resolution patches (crop_scale "
                 "None) are cut from the full image, which is too large to cache"
+            )
+        if self.trainable_layers is not None and not any(
+            p.strip() for p in self.trainable_layers.split(",")
+        ):
+            raise ValueError(
+                f"trainable_layers must name at least one layer pattern (or be None for "
+                f"every layer), got {self.trainable_layers!r}"
             )
 
     @property
@@ -210,4 +226,20 @@ TINY = TrainingConfig(
     cache_decoded=True,
     shuffle_buffer=64, batch_norm_decay=0.9,
     checkpoint_every=5, seed=7,
+)
+# Fine-tuning an earlier paper-preset model (``--init-from``, e.g. the imported
+# released MARCO model) on a lab's own images, on a CPU: the paper network at 599
+# pixels with the paper's augmentation (patches at the photograph's own resolution,
+# flips, colour), only Mixed_7a-7c and the logits trained. The frozen layers run in
+# inference mode and need no gradients, which makes a step cheaper than one of full
+# training (``benchmarks/finetune_throughput.py``). RMSProp as in the paper at a
+# tenth of its learning rate, since the weights start trained; a fast batch-norm
+# decay so that the trainable blocks' statistics follow the lab's images within a
+# few hundred steps; no moving average of the weights, which after so few steps
+# would still be close to the initial ones.
+FINETUNE = TrainingConfig(
+    model="paper", batch_size=8, learning_rate=0.0045, scale_learning_rate=True,
+    lr_decay_epochs=2.0, ema_decay=None, batch_norm_decay=0.99,
+    shuffle_buffer=512, checkpoint_every=50,
+    trainable_layers=FINETUNE_TRAINABLE_LAYERS,
 )

@@ -21,6 +21,7 @@ from components.model import preprocessing
 from components.model.inception import build_model
 from components.names import IMAGE_KEY, LABEL_KEY, NUM_CLASSES
 from components.trainer.config import DECODED_CACHE_LIMIT_MB, TrainingConfig
+from components.trainer.warm_start import copy_weights_by_name, freeze, load_init_network
 
 runtime.skip_autograph_for_tf_keras()
 
@@ -376,7 +377,10 @@ def at_serving_size(
         return model
     with strategy.scope():
         resized = build_classifier(config, size)
-        resized.set_weights(model.get_weights())
+        # By name: with frozen layers, get_weights() lists trainable weights first, an
+        # order that a fresh network with every layer trainable does not share.
+        freeze(resized, config.trainable_layers)
+        copy_weights_by_name(model, resized, "the trained network")
         # The training optimiser comes along for its step count; evaluation and
         # export never apply it.
         optimizer = {"optimizer": model.optimizer} if model.optimizer is not None else {}
@@ -435,6 +439,7 @@ def train_model(
     eval_steps: int | None = None,
     train_examples: int | None = None,
     backup_dir: str | None = None,
+    init_from: str | None = None,
 ) -> tuple[tf.keras.Model, dict[str, float]]:
     """Trains; returns the model (averaged weights swapped in) and evaluation metrics.
 
@@ -454,6 +459,10 @@ def train_model(
             learning-rate schedule; counted from the data when None.
         backup_dir: where preemption checkpoints live; a rerun pointed at the same
             folder resumes from the last one (default: ``model_run_dir/backup``).
+        init_from: an earlier model of the same preset (a serving folder, version
+            folder or SavedModel) whose weights training starts from instead of random
+            ones (:func:`components.trainer.warm_start.warm_start`). A resumed run
+            restores its preemption checkpoint over them.
     """
     if tf.config.list_physical_devices("GPU"):
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
@@ -471,8 +480,19 @@ def train_model(
         "%d steps", config.model, replicas, global_batch, train_examples, steps_per_epoch,
         train_steps,
     )
+    # Loaded outside the strategy's scope: its variables are only read.
+    init = load_init_network(init_from) if init_from else None
     with strategy.scope():
         model = build_classifier(config)
+        if init is not None:
+            values = copy_weights_by_name(init[0], model, f"init model {init[1]}")
+            log.info("warm start: %d values from %s", values, init[1])
+            del init
+        trainable = freeze(model, config.trainable_layers)
+        if config.trainable_layers:
+            log.info("training %d of %d layers with weights (%s); the rest are frozen",
+                     len(trainable), sum(1 for layer in model.layers if layer.weights),
+                     config.trainable_layers)
         model.compile(
             optimizer=make_optimizer(
                 config, learning_rate_schedule(config, steps_per_epoch, replicas)

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 PRESET_NAMES = ("tiny", "demo", "paper")
+# marco run also fine-tunes an earlier model (--init-from); marco demo does not.
+RUN_PRESET_NAMES = (*PRESET_NAMES, "finetune")
 
 _LOG = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def run_pipeline(
     accuracy_floor: float | None = None,
     eval_percent: int = 10,
     quarantine_budget: float | None = None,
+    init_from: str | None = None,
     report_context: dict | None = None,
     summary_lines: Callable[[dict], list[str]] | None = None,
 ) -> dict:
@@ -83,6 +86,10 @@ def run_pipeline(
     The console gets where the log is, a line per component, the Trainer's condensed
     epochs and ``summary_lines(summary)`` (default: the report's headline); everything
     else goes to ``out/run.log``.
+
+    ``init_from`` (a serving folder, version folder or SavedModel of the same preset)
+    is the model training starts from and, while the run has pushed nothing, the
+    baseline a new model must beat.
 
     Raises:
         click.ClickException: when the data fail validation or a component fails (the
@@ -108,6 +115,8 @@ def run_pipeline(
         if accuracy_floor is not None:
             changes["accuracy_floor"] = accuracy_floor
         preset = dataclasses.replace(preset, **changes)
+        if init_from:
+            console.echo(f"starting from the model in {init_from}")
         config = local_config(
             out, preset,
             data_dir=str(data.resolve()) if data else None,
@@ -115,6 +124,7 @@ def run_pipeline(
             catalogue_dir=str(catalogue.resolve()) if catalogue else None,
             eval_percent=eval_percent,
             workers=workers,
+            **({"init_from": init_from} if init_from else {}),
             **({} if quarantine_budget is None else {"quarantine_budget": quarantine_budget}),
         )
         try:
@@ -145,8 +155,9 @@ def run_pipeline(
               default=None, help="Folder of institution data (one sub-folder each).")
 @click.option("--marco-shards", default=None,
               help="Glob of published MARCO TFRecord shards to ingest (as well).")
-@click.option("--preset", "preset_name", type=click.Choice(PRESET_NAMES), default="demo",
-              show_default=True, help="tiny: tests; demo: a laptop; paper: GPU clusters.")
+@click.option("--preset", "preset_name", type=click.Choice(RUN_PRESET_NAMES), default="demo",
+              show_default=True, help="tiny: tests; demo: a laptop; paper: GPU clusters; finetune: "
+                   "an earlier paper model (--init-from) trained on a lab's images on a CPU.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("marco-run"), show_default=True,
               help="Run folder: ML Metadata, artifacts, pushed models, report. Run again "
@@ -164,8 +175,13 @@ def run_pipeline(
 @click.option("--quarantine-budget", type=click.FloatRange(0, 1), default=None,
               help="Largest share of inputs that may be quarantined before the run stops "
                    "(a fraction; default 0.01).")
+@click.option("--init-from", "init_from", default=None, metavar="SERVING_DIR",
+              help="Start training from this model of the same preset (a serving folder, "
+                   "whose newest version is taken, e.g. marco import-released's --out, or "
+                   "a SavedModel folder); it is also the baseline a new model must beat "
+                   "until the run has pushed one. Needed by --preset finetune.")
 def run(data, marco_shards, preset_name, out, catalogue, workers, train_steps,
-        accuracy_floor, eval_percent, quarantine_budget) -> None:
+        accuracy_floor, eval_percent, quarantine_budget, init_from) -> None:
     """Run ingestion, validation, training, evaluation and push; write the report.
 
     Shows where the full log is (OUT/run.log), each component as it runs; ends with
@@ -178,7 +194,24 @@ def run(data, marco_shards, preset_name, out, catalogue, workers, train_steps,
     """
     if data is None and not marco_shards:
         raise click.UsageError("give --data, --marco-shards or both")
+    if init_from:
+        from components import filesystem
+        from components.baseline.served import init_model
+
+        if not filesystem.is_remote(init_from):
+            init_from = str(Path(init_from).resolve())
+        try:
+            init_model(init_from)
+        except FileNotFoundError as exc:
+            raise click.BadParameter(str(exc), param_hint="--init-from") from None
+    else:
+        from pipeline.config import PRESETS
+
+        if PRESETS[preset_name].training.trainable_layers:
+            raise click.UsageError(
+                f"--preset {preset_name} fine-tunes an earlier model: give --init-from "
+                "SERVING_DIR (e.g. the folder marco import-released wrote)")
     run_pipeline(out, preset_name, data=data, marco_shards=marco_shards,
                  catalogue=catalogue, workers=workers, train_steps=train_steps,
                  accuracy_floor=accuracy_floor, eval_percent=eval_percent,
-                 quarantine_budget=quarantine_budget)
+                 quarantine_budget=quarantine_budget, init_from=init_from)

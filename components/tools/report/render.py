@@ -11,6 +11,7 @@ import numpy as np
 
 from components.names import CLASS_NAMES
 from components.tools.report import tables
+from components.tools.report.overrides import label_overrides
 from components.tools.report.results import EvaluationResults
 
 MARKDOWN = "report.md"
@@ -34,6 +35,23 @@ def _matrix_json(matrix: np.ndarray) -> dict[str, dict[str, float | None]]:
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _model_facts(overall) -> dict:
+    """What the comparison shows of one model: accuracy, crystals, operating points."""
+    crystals = overall.roc.get("crystals")
+    decisions = tables.precision_recall(overall.confusion)["crystals"]
+    return {
+        "examples": int(overall.example_count),
+        "accuracy": _finite(overall.accuracy),
+        "crystal_recall": _finite(decisions["recall"]),
+        "crystal_precision": _finite(decisions["precision"]),
+        "crystal_roc_auc": _finite(overall.auc.get("crystals")),
+        f"crystal_recall_at_fpr_below_{tables.FPR_BUDGET}": (
+            tables.recall_at_fpr(crystals) if crystals else None),
+        f"crystal_fpr_at_recall_{tables.RECALL_TARGET}": (
+            tables.fpr_at_recall(crystals) if crystals else None),
+    }
 
 
 def summarise(results: EvaluationResults, context: dict[str, Any] | None = None) -> dict:
@@ -76,6 +94,12 @@ def summarise(results: EvaluationResults, context: dict[str, Any] | None = None)
             for code, s in results.institutions.items()
         },
         "institution_accuracy_spread": tables.accuracy_spread(results),
+        # Examples whose label an expert's override set (None: not found for this run).
+        "label_overrides": label_overrides(results.path),
+        # The candidate beside the Evaluator's baseline (None: there was none).
+        "comparison": None if results.baseline is None else {
+            "candidate": _model_facts(overall), "baseline": _model_facts(results.baseline),
+        },
     }
 
 
@@ -148,12 +172,65 @@ def markdown(summary: dict, results: EvaluationResults) -> str:
         lines.append(f"- False positives at {_pct(tables.RECALL_TARGET, 0)} recall: "
                      f"{_pct(at_recall['false_positive_rate'])} (threshold "
                      f"{at_recall['threshold']:.3f}; the paper: under 1.6%)")
-    lines += ["", f"![ROC curves]({FIGURES['roc']})", "", "## Accuracy per institution", "",
+    lines += ["", f"![ROC curves]({FIGURES['roc']})", ""]
+    lines += _comparison(summary.get("comparison"))
+    lines += ["## Accuracy per institution", "",
               "| institution | eval images | accuracy |", "|---|---|---|"]
     for code, facts in summary["institutions"].items():
         lines.append(f"| {code} | {facts['examples']} | {_pct(facts['accuracy'])} |")
     lines += ["", f"![Accuracy per institution]({FIGURES['institutions']})", ""]
+    overridden = summary.get("label_overrides")
+    if overridden is not None:
+        lines += ["## Labels set by experts' overrides", "",
+                  "Examples of the run (every split) whose label came from the catalogue's "
+                  "overrides files rather than the native label, by the class they were given.",
+                  ""]
+        if overridden:
+            lines += ["| institution | " + " | ".join(CLASS_NAMES) + " | total |",
+                      "|---|" + "---|" * (len(CLASS_NAMES) + 1)]
+            for code, counts in overridden.items():
+                lines.append(f"| {code} | " + " | ".join(str(counts.get(n, 0)) for n in CLASS_NAMES)
+                             + f" | {sum(counts.values())} |")
+        else:
+            lines.append("None.")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _comparison(comparison: dict | None) -> list[str]:
+    """The candidate and the Evaluator's baseline side by side, on the same images."""
+    if not comparison:
+        return []
+    candidate, baseline = comparison["candidate"], comparison["baseline"]
+    at_fpr = f"crystal_recall_at_fpr_below_{tables.FPR_BUDGET}"
+    at_recall = f"crystal_fpr_at_recall_{tables.RECALL_TARGET}"
+
+    def point(facts: dict, key: str, field: str) -> str:
+        value = facts[key]
+        if not value or value.get("recall") is None:
+            return "n/a"
+        return f"{_pct(value[field])} (threshold {value['threshold']:.3f})"
+
+    rows = [
+        ("accuracy", _pct(candidate["accuracy"]), _pct(baseline["accuracy"])),
+        ("crystal recall", _pct(candidate["crystal_recall"]),
+         _pct(baseline["crystal_recall"])),
+        ("crystal precision", _pct(candidate["crystal_precision"]),
+         _pct(baseline["crystal_precision"])),
+        (f"crystal recall at under {_pct(tables.FPR_BUDGET, 0)} false positives",
+         point(candidate, at_fpr, "recall"), point(baseline, at_fpr, "recall")),
+        (f"crystal false positives at {_pct(tables.RECALL_TARGET, 0)} recall",
+         point(candidate, at_recall, "false_positive_rate"),
+         point(baseline, at_recall, "false_positive_rate")),
+    ]
+    lines = ["## This model against the baseline", "",
+             "The Evaluator's baseline (the model served before, or, when none was, the "
+             f"model the run started from) on the same {candidate['examples']} eval-split "
+             "images. A model is pushed only when its accuracy is not below the "
+             "baseline's (beyond the change tolerance).", "",
+             "| | this model | baseline |", "|---|---|---|"]
+    lines += [f"| {name} | {ours} | {theirs} |" for name, ours, theirs in rows]
+    return [*lines, ""]
 
 
 def _figures(results: EvaluationResults, out_dir: Path) -> None:

@@ -1,7 +1,9 @@
 """Reads a TFMA evaluation (the Evaluator's ModelEvaluation artifact) into plain arrays.
 
-Only the candidate model's values are read: when the Evaluator compared against a
-baseline, TFMA also wrote the baseline's metrics and the differences.
+The candidate model's values are read for every slice. When the Evaluator compared
+against a baseline (the served model, or the model the run started from), TFMA also
+wrote the baseline's metrics and the differences; the baseline's overall slice is
+read as well (:attr:`EvaluationResults.baseline`), for the side-by-side comparison.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from components.names import CLASS_NAMES, INSTITUTION_KEY, NUM_CLASSES
 
 OVERALL = "overall"
 _CANDIDATE_NAMES = ("", "candidate")
+CANDIDATE = "candidate"
+BASELINE = "baseline"
 
 
 class EvaluationError(ValueError):
@@ -53,6 +57,8 @@ class EvaluationResults:
     institutions: dict[str, SliceResult]
     blessed: bool | None
     failures: list[str]
+    # The baseline model's overall slice, when the Evaluator compared with one.
+    baseline: SliceResult | None = None
 
 
 def _slice_name(slice_key) -> str | None:
@@ -76,6 +82,12 @@ def _candidate(key) -> bool:
     return key.model_name in _CANDIDATE_NAMES and not getattr(key, "is_diff", False)
 
 
+def _of_model(key, model: str) -> bool:
+    if model == CANDIDATE:
+        return _candidate(key)
+    return key.model_name == model and not getattr(key, "is_diff", False)
+
+
 def _metric_value(value) -> float | None:
     kind = value.WhichOneof("type")
     if kind == "double_value":
@@ -83,8 +95,12 @@ def _metric_value(value) -> float | None:
     return None
 
 
-def load_results(evaluation_dir: str | Path) -> EvaluationResults:
-    """Reads metrics, plots and validation from an Evaluator output folder."""
+def load_results(evaluation_dir: str | Path, model: str = CANDIDATE) -> EvaluationResults:
+    """Reads metrics, plots and validation from an Evaluator output folder.
+
+    ``model`` is whose values to read: the candidate's (and then also the baseline's
+    overall slice, when there is one), or ``baseline``.
+    """
     import tensorflow_model_analysis as tfma
 
     path = str(evaluation_dir)
@@ -106,14 +122,14 @@ def load_results(evaluation_dir: str | Path) -> EvaluationResults:
         return slices[name]
 
     def candidate_entries(records, field: str):
-        """(slice result, key, value) of the candidate model in the slices we report."""
+        """(slice result, key, value) of ``model`` in the slices we report."""
         for record in records:
             name = _slice_name(record.slice_key)
             if name is None:
                 continue
             result = slice_for(name)
             for entry in getattr(record, field):
-                if _candidate(entry.key):
+                if _of_model(entry.key, model):
                     yield result, entry.key, entry.value
 
     for result, key, metric in candidate_entries(metrics, "metric_keys_and_values"):
@@ -181,7 +197,14 @@ def load_results(evaluation_dir: str | Path) -> EvaluationResults:
             "must include it (see components/evaluation.py)"
         )
     blessed, failures = _validation(path)
-    return EvaluationResults(path, overall, dict(sorted(slices.items())), blessed, failures)
+    baseline = None
+    if model == CANDIDATE and any(
+        _of_model(entry.key, BASELINE)
+        for record in metrics for entry in record.metric_keys_and_values
+    ):
+        baseline = load_results(path, BASELINE).overall
+    return EvaluationResults(path, overall, dict(sorted(slices.items())), blessed, failures,
+                             baseline)
 
 
 def _validation(path: str) -> tuple[bool | None, list[str]]:
