@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -34,8 +33,8 @@ import numpy as np
 import components  # noqa: F401  (tf-keras must be selected before TensorFlow loads)
 
 # isort: split
+import model_throughput  # this folder's script
 import tensorflow as tf
-from PIL import Image
 
 from components.names import IMAGE_KEY, LABEL_KEY
 from components.trainer import train
@@ -43,24 +42,13 @@ from components.trainer.warm_start import freeze
 from pipeline.config import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DROPS = REPO.parent / "shared" / "real-drops"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "finetune_throughput.json"
 LAB_IMAGES = 2000
 
 
-def drop_jpegs(count: int = 12) -> tuple[list[bytes], str]:
-    photos = sorted(REAL_DROPS.glob("*.jpeg"))
-    if photos:
-        return [p.read_bytes() for p in photos], f"real drops ({len(photos)} files)"
-    rng = np.random.default_rng(0)
-    images = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(small).resize((1280, 960), Image.BILINEAR).save(
-            buffer, format="JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images, f"generated 1280x960 JPEGs ({count} files)"
+# 1280x960 JPEGs: the real drop photographs if present, else noise images, as the
+# model benchmark makes them.
+drop_jpegs = model_throughput.drop_jpegs
 
 
 def write_records(path: Path, jpegs: list[bytes], copies: int) -> None:
