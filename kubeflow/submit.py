@@ -9,9 +9,10 @@ when the run is submitted, and passed as runtime parameters:
   :func:`components.ingestion.driver.input_fingerprint`). It is one of
   ImageExampleGen's parameters, so its cache key changes with the data, and an
   unchanged re-run stays cached.
-- ``served_version``: the newest model version in the serving folder
-  (:func:`components.baseline.newest_served_version`), likewise the served-model
-  baseline's cache key, so a new push is noticed.
+- ``served_version``: the newest model version in the serving folder, or while
+  nothing is served the ``init_from`` model's version
+  (:func:`components.baseline.baseline_key`), likewise the served-model baseline's
+  cache key, so a new push, or a new init model, is noticed.
 
 :func:`submission_parameters` gives every runtime parameter's value for one run;
 :func:`submit` starts it on Vertex AI Pipelines.
@@ -104,11 +105,19 @@ def data_fingerprint(
             ) from exc
 
 
-def served_version(serving_dir: str) -> str:
-    """The newest served version in ``serving_dir``; "" when none is served yet."""
-    from components.baseline import newest_served_version
+def served_version(serving_dir: str, init_from: str | None = None) -> str:
+    """What the baseline will be: the newest served version in ``serving_dir``, else
+    ``init:<version>`` of the ``init_from`` model; "" when there is neither.
 
-    return newest_served_version(serving_dir)
+    Raises:
+        SubmissionError: ``init_from`` holds no SavedModel (and nothing is served).
+    """
+    from components.baseline import baseline_key
+
+    try:
+        return baseline_key(serving_dir, init_from)
+    except FileNotFoundError as exc:
+        raise SubmissionError(f"init_from: {exc}") from None
 
 
 def _check_train_args(value: str) -> None:
@@ -143,7 +152,8 @@ def submission_parameters(
       ``data_dir`` and ``marco_shards``, with the settings' ``catalogue_dir`` (or the
       project's catalogue);
     - ``served_version`` is the newest model version in ``settings.serving_root``
-      (``serving_dir``, or ``<pipeline_root>/serving``).
+      (``serving_dir``, or ``<pipeline_root>/serving``), or while nothing is served
+      there, ``init:<version>`` of ``settings.init_from``.
 
     Raises:
         SubmissionError: an unknown parameter, a path that is neither gs:// nor
@@ -178,7 +188,8 @@ def submission_parameters(
             settings.catalogue_dir,
         )
     if SERVED_VERSION_PARAMETER in values and SERVED_VERSION_PARAMETER not in overrides:
-        values[SERVED_VERSION_PARAMETER] = served_version(settings.serving_root)
+        values[SERVED_VERSION_PARAMETER] = served_version(settings.serving_root,
+                                                          settings.init_from)
     return values
 
 

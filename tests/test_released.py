@@ -280,6 +280,33 @@ def test_imported_model_equals_the_released_graph_on_real_photos(imported, relea
 
 
 @pytest.mark.slow
+def test_a_released_client_request_to_the_imported_model_gets_the_released_answer(
+    imported, released_model, photos
+) -> None:
+    """The body MARCO's released client sends (``jpeg2json.py``), answered through TF
+    Serving's REST mapping from the imported version folder, equals what the released
+    graph answers: the same classes in the same order, the same scores."""
+    import json
+
+    from components.tools.released.model import ReleasedModel
+    from components.tools.serving import ServedModel
+    from tests.test_serving import released_client_body
+
+    images = [p.read_bytes() for p in photos[:4]]
+    status, response = ServedModel(imported.version_dir).predict_rest(
+        released_client_body(images))
+    assert status == 200, response
+    predictions = json.loads(json.dumps(response))["predictions"]
+    released = ReleasedModel(str(released_model))
+    info = released.graph_info
+    classes, scores = released._session.run(
+        [info.classes_output, info.scores_output],
+        {info.image_input: np.array(images, dtype=object)})
+    assert [p["classes"] for p in predictions] == [[c.decode() for c in row] for row in classes]
+    np.testing.assert_allclose([p["scores"] for p in predictions], scores, atol=PARITY, rtol=0)
+
+
+@pytest.mark.slow
 def test_imported_model_scores_like_a_trained_one(imported, photos, tmp_path) -> None:
     """``marco score`` takes the imported serving folder as a project model."""
     from components.tools.scoring.beam import ScoreOptions, score_images
@@ -372,3 +399,75 @@ def test_imported_model_has_the_evaluators_signatures(imported, photos) -> None:
                                atol=1e-6)
     labels = model.run("transform_features", {"examples": examples})["label"]
     assert np.asarray(labels).reshape(-1).tolist() == [class_id, class_id]
+
+
+# ------------------------------------------------------------ fine-tuning the imported model
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_imported_model_fine_tunes_and_is_the_baseline(imported, tmp_path) -> None:
+    """``marco import-released``'s serving folder is what ``--init-from`` takes: the
+    ``finetune`` preset's network (paper, 599 px) starts from its weights, a few steps
+    leave every frozen tensor bit-identical to the imported one and move every
+    trainable kernel, and while nothing is served the Evaluator's baseline is this
+    imported model, byte for byte."""
+    import dataclasses
+    import fnmatch
+
+    from tfx.types import standard_artifacts
+    from tfx.utils import path_utils
+
+    from components.baseline import executor as baseline_executor
+    from components.baseline import served
+    from components.trainer.train import train_model
+    from components.trainer.warm_start import load_init_network
+    from pipeline.config import PRESETS
+    from tests.test_finetune import _weights
+    from tests.trainer_fixtures import write_transformed
+
+    preset = PRESETS["finetune"].training
+    config = dataclasses.replace(preset, batch_size=2, shuffle_buffer=8,
+                                 checkpoint_every=1000, seed=11)
+    assert config.model_config.input_size == 599
+    write_transformed(tmp_path / "train.gz", 8, seed=0)
+    write_transformed(tmp_path / "eval.gz", 4, seed=1)
+
+    init, _ = load_init_network(imported.serving_dir)
+    before = _weights(init)
+    del init
+    model, metrics = train_model(config, str(tmp_path / "train.gz"), str(tmp_path / "eval.gz"),
+                                 str(tmp_path / "run"), train_steps=3, eval_steps=1,
+                                 init_from=imported.serving_dir)
+    assert model.input_shape[1:3] == (599, 599)
+    after = _weights(model)
+    assert after.keys() == before.keys()
+
+    patterns = preset.trainable_layers.split(",")
+
+    def trainable(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name.rsplit("/", 1)[0], p) for p in patterns)
+
+    frozen = [n for n in before if not trainable(n)]
+    trained = [n for n in before if trainable(n)]
+    assert any(n.startswith("Mixed_7a/") for n in trained)
+    assert any(n.startswith("Logits/") for n in trained)
+    assert len(frozen) > 2 * len(trained) > 0
+    moved = [n for n in frozen if not np.array_equal(before[n], after[n])]
+    assert not moved, f"frozen tensors changed: {moved[:5]}"
+    kernels = [n for n in trained if n.endswith("/kernel")]
+    unchanged = [n for n in kernels if np.array_equal(before[n], after[n])]
+    assert kernels and not unchanged, f"trainable kernels that did not move: {unchanged[:5]}"
+    assert np.isfinite(metrics["loss"])
+
+    baseline = standard_artifacts.Model()
+    baseline.uri = str(tmp_path / "baseline")
+    baseline_executor.Executor().Do(
+        {}, {baseline_executor.MODEL_KEY: [baseline]},
+        {baseline_executor.SERVING_DIR_KEY: str(tmp_path / "serving"),
+         baseline_executor.INIT_FROM_KEY: imported.serving_dir})
+    assert baseline_executor.is_init_baseline(baseline)
+    assert baseline.get_string_custom_property(
+        baseline_executor.SERVED_VERSION_PROPERTY) == f"init:{imported.version}"
+    assert served.saved_model_digest(path_utils.serving_model_dir(baseline.uri)) == (
+        served.saved_model_digest(imported.version_dir))

@@ -206,6 +206,32 @@ def test_submission_parameters_follow_the_serving_folder_and_the_overrides(world
             submission_parameters(settings, overrides)
 
 
+def test_while_nothing_is_served_the_init_models_version_is_the_baseline_key(world, tmp_path):
+    """A fine-tune's baseline is its init model until a push: a new version there (a
+    re-import) must change the key, as the local driver's does, or Vertex would reuse
+    the baseline of the old init model."""
+    from components.baseline.driver import Driver
+    from kubeflow.submit import SubmissionError, submission_parameters
+
+    serving, init = tmp_path / "serving", tmp_path / "imported"
+    settings = parse_settings({**world["settings"], "serving_dir": str(serving),
+                               "preset": "finetune", "init_from": str(init)})
+
+    def local_key() -> str:
+        return Driver.compute(None, {"serving_dir": str(serving), "init_from": str(init)})
+
+    with pytest.raises(SubmissionError, match=f"^init_from: init model {init}: no SavedModel"):
+        submission_parameters(settings)
+    for version in ("1700000000", "1800000000"):
+        (init / version).mkdir(parents=True)
+        (init / version / "saved_model.pb").write_bytes(b"model")
+        assert submission_parameters(settings)[SERVED_VERSION_PARAMETER] == f"init:{version}"
+        assert local_key() == f"init:{version}"
+    (serving / "5").mkdir(parents=True)
+    (serving / "5" / "saved_model.pb").write_bytes(b"model")
+    assert submission_parameters(settings)[SERVED_VERSION_PARAMETER] == "5" == local_key()
+
+
 def test_parameters_the_job_lacks_are_refused(world, vertex):
     result = _submit(world, "--runtime-parameter", "marco_shards=/data/shards-*")
     assert result.exit_code == 1

@@ -26,7 +26,7 @@ SERVED_MODEL_URI_PROPERTY = "served_model_uri"  # the pushed Model artifact, whe
 # init_from model, while nothing is served yet).
 BASELINE_SOURCE_PROPERTY = "baseline_source"
 SOURCE_SERVED = "served"
-SOURCE_INIT = "init"
+SOURCE_INIT = served.INIT_SOURCE
 
 _LOG = logging.getLogger(__name__)
 
@@ -91,17 +91,12 @@ class Executor(base_executor.BaseExecutor):
         init = served.init_model(init_from)
         copy = path_utils.serving_model_dir(model.uri)
         io_utils.copy_dir(init.path, copy)
-        model.set_string_custom_property(SERVED_VERSION_PROPERTY, init_version_key(init))
+        model.set_string_custom_property(SERVED_VERSION_PROPERTY, served.init_version_key(init))
         model.set_string_custom_property(BASELINE_SOURCE_PROPERTY, SOURCE_INIT)
         model.set_string_custom_property(SERVED_PATH_PROPERTY, init.path)
         model.set_string_custom_property(SERVED_DIGEST_PROPERTY, served.saved_model_digest(copy))
         _LOG.info("No model served in %s: baseline is the init model %s", serving_dir,
                   init.path)
-
-
-def init_version_key(init: served.ServedVersion) -> str:
-    """``served_version`` of a baseline taken from the init model."""
-    return f"{SOURCE_INIT}:{init.version}" if init.version else SOURCE_INIT
 
 
 def is_init_baseline(model: types.Artifact) -> bool:

@@ -91,6 +91,36 @@ def newest_served_version(serving_dir: str) -> str:
     return served.version if served else ""
 
 
+INIT_SOURCE = "init"
+
+
+def init_version_key(init: ServedVersion) -> str:
+    """The baseline's ``served_version`` when it is the init model: ``init:<version>``.
+
+    ``init`` alone for a bare SavedModel folder.
+    """
+    return f"{INIT_SOURCE}:{init.version}" if init.version else INIT_SOURCE
+
+
+def baseline_key(serving_dir: str, init_from: str | None = None) -> str:
+    """ServedModelBaseline's cache key: what the baseline will be when the run starts.
+
+    The newest served version's name; while nothing is served, the init model's key
+    (:func:`init_version_key`), so a new version in the ``init_from`` serving folder
+    (a re-import, a newer earlier model) is noticed as a push is; "" when there is
+    neither. The local driver computes it when the component runs, and a Kubeflow or
+    Vertex AI submission passes it as the ``served_version`` runtime parameter.
+
+    Raises:
+        FileNotFoundError: ``init_from`` is given, nothing is served, and it holds no
+            SavedModel (:func:`init_model`).
+    """
+    version = newest_served_version(serving_dir)
+    if version or not init_from:
+        return version
+    return init_version_key(init_model(init_from))
+
+
 def saved_model_digest(path: str) -> str:
     """SHA-256 over the relative path, size and content of every file of a SavedModel.
 
