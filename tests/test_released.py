@@ -323,6 +323,28 @@ def test_imported_model_scores_like_a_trained_one(imported, photos, tmp_path) ->
     assert summary.results.scored == 2 and summary.results.errors == 0
 
 
+@pytest.mark.slow
+def test_the_imported_model_exports_to_tflite_with_the_released_answers(
+    imported, released_model, photos, tmp_path
+) -> None:
+    """``marco export-tflite`` takes the imported serving folder; on real photographs
+    the TF Lite model gives the released graph's probabilities."""
+    from components.tools.released.model import ReleasedModel
+    from components.tools.scoring.tflite import TFLiteScorer, prepare_image
+    from pipeline.cli import main
+
+    out = tmp_path / "marco.tflite"
+    result = CliRunner().invoke(main, ["export-tflite", "--model", imported.serving_dir,
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "input 'image': float32 [1, 599, 599, 3]" in result.output
+    images = [p.read_bytes() for p in photos[:3]]
+    scorer = TFLiteScorer(str(out))
+    lite = np.stack([scorer.probabilities(prepare_image(image, 599)) for image in images])
+    expected = ReleasedModel(str(released_model)).run_jpeg(images)
+    np.testing.assert_allclose(lite, expected, atol=PARITY, rtol=0)
+
+
 def test_summary_lines_say_what_was_dropped() -> None:
     from components.tools.released.importer import ImportSummary
     from pipeline.commands.released import summary_lines
