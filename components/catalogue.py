@@ -16,10 +16,13 @@ by child-element and attribute paths, see :data:`XML_FIELD_PATH`) and
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import os
 import re
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -582,15 +585,65 @@ def _with_overrides(source: Source, folder: Path) -> Source:
     )
 
 
+CATALOGUE_PATTERNS = ("*.yaml", "*.yml")
+
+
+def catalogue_files(catalogue_dir: str) -> list[str]:
+    """The catalogue's institution files (local or on any file system), sorted."""
+    found = []
+    for pattern in CATALOGUE_PATTERNS:
+        found.extend(filesystem.glob(filesystem.join(catalogue_dir, pattern)))
+    return sorted(found)
+
+
+@contextlib.contextmanager
+def local_catalogue(catalogue_dir: str | None) -> Iterator[str | None]:
+    """The catalogue folder as a local path: a remote one (gs://) is copied first,
+    institution files and label overrides (``overrides/*.csv``), for as long as the
+    ``with`` block runs. A local folder (or None) is given back as it is.
+    """
+    if catalogue_dir is None or not filesystem.is_remote(str(catalogue_dir)):
+        yield catalogue_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="marco-catalogue-") as folder:
+        overrides = filesystem.glob(filesystem.join(catalogue_dir, f"{OVERRIDES_DIR}/*.csv"))
+        if overrides:
+            os.makedirs(os.path.join(folder, OVERRIDES_DIR))
+        for path in catalogue_files(catalogue_dir):
+            _copy_to(path, os.path.join(folder, filesystem.name(path)))
+        for path in overrides:
+            _copy_to(path, os.path.join(folder, OVERRIDES_DIR, filesystem.name(path)))
+        yield folder
+
+
+def _copy_to(path: str, target: str) -> None:
+    with open(target, "wb") as handle:
+        handle.write(filesystem.read_bytes(path))
+
+
 def load_catalogue(directory: Path | str | None = None) -> Catalogue:
     """Load every ``*.yaml`` file of a catalogue folder (default ``schemas/sources``),
     with each institution's label overrides (``overrides/<CODE>.csv``), if any.
+
+    The folder may be on an object store (``gs://``, read through a local copy:
+    Transform and the schema generator read the catalogue inside Vertex AI's
+    containers); errors then name the files at their remote paths.
 
     Raises:
         CatalogueError: naming the file and key of the first problem found, including
             problems across files (duplicate codes or published MARCO ids).
     """
-    folder = Path(directory) if directory is not None else SOURCES_DIR
+    if directory is not None and filesystem.is_remote(str(directory)):
+        remote = str(directory).rstrip("/")
+        with local_catalogue(remote) as folder:
+            try:
+                return _load_catalogue(Path(folder))
+            except CatalogueError as exc:
+                raise CatalogueError(str(exc).replace(folder, remote)) from None
+    return _load_catalogue(Path(directory) if directory is not None else SOURCES_DIR)
+
+
+def _load_catalogue(folder: Path) -> Catalogue:
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
     if not files:
         raise CatalogueError(f"{folder}: no institution files (*.yaml) found")

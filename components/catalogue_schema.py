@@ -18,12 +18,9 @@ catalogue's content, is passed in), so an edited catalogue gives a new schema.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from tfx import types
@@ -33,6 +30,7 @@ from tfx.types import artifact_utils
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components import filesystem
+from components.catalogue import catalogue_files, local_catalogue
 from components.drivers import ComputedPropertyDriver
 
 SCHEMA_KEY = "schema"
@@ -44,15 +42,6 @@ INSTITUTIONS_PROPERTY = "institutions"
 CATALOGUE_FILES_PROPERTY = "catalogue_files"
 # TFX's readers of a Schema artifact expect this one file in its folder.
 SCHEMA_FILE_NAME = "schema.pbtxt"
-CATALOGUE_PATTERNS = ("*.yaml", "*.yml")
-
-
-def catalogue_files(catalogue_dir: str) -> list[str]:
-    """The catalogue's institution files (local or on any file system), sorted."""
-    found = []
-    for pattern in CATALOGUE_PATTERNS:
-        found.extend(filesystem.glob(filesystem.join(catalogue_dir, pattern)))
-    return sorted(found)
 
 
 def file_digests(catalogue_dir: str) -> dict[str, str]:
@@ -69,30 +58,6 @@ def catalogue_fingerprint(catalogue_dir: str) -> str:
     for name, file_digest in file_digests(catalogue_dir).items():
         digest.update(f"{name}\t{file_digest}\n".encode())
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def local_catalogue(catalogue_dir: str | None) -> Iterator[str | None]:
-    """The catalogue folder as a local path: a remote one (gs://) is copied first.
-
-    :func:`components.catalogue.load_catalogue` reads local folders; inside a Kubeflow
-    or Vertex AI container the catalogue may be in a bucket.
-    """
-    if catalogue_dir is None or not filesystem.is_remote(catalogue_dir):
-        yield catalogue_dir
-        return
-    with tempfile.TemporaryDirectory(prefix="marco-catalogue-") as folder:
-        for path in catalogue_files(catalogue_dir):
-            with open(os.path.join(folder, filesystem.name(path)), "wb") as handle:
-                handle.write(filesystem.read_bytes(path))
-        # The label overrides (overrides/<CODE>.csv) travel with the catalogue.
-        overrides = filesystem.glob(filesystem.join(catalogue_dir, "overrides/*.csv"))
-        if overrides:
-            os.makedirs(os.path.join(folder, "overrides"))
-        for path in overrides:
-            with open(os.path.join(folder, "overrides", filesystem.name(path)), "wb") as handle:
-                handle.write(filesystem.read_bytes(path))
-        yield folder
 
 
 class Driver(ComputedPropertyDriver):

@@ -20,11 +20,9 @@ when the run is submitted, and passed as runtime parameters:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kubeflow.runner import (
@@ -57,23 +55,6 @@ class SubmissionError(ValueError):
     """A run cannot be started with these values; the message names the parameter."""
 
 
-@contextlib.contextmanager
-def _local_catalogue(catalogue_dir: str | None) -> Iterator[str | None]:
-    """The catalogue folder as a local path (a gs:// one is copied to a temporary folder)."""
-    from components import filesystem
-
-    if catalogue_dir is None or not filesystem.is_remote(catalogue_dir):
-        yield catalogue_dir
-        return
-    with tempfile.TemporaryDirectory(prefix="marco-catalogue-") as folder:
-        for pattern in ("*.yaml", "*.yml"):
-            for path in filesystem.glob(filesystem.join(catalogue_dir, pattern)):
-                target = f"{folder}/{filesystem.name(path)}"
-                with open(target, "wb") as handle:
-                    handle.write(filesystem.read_bytes(path))
-        yield folder
-
-
 def data_fingerprint(
     data_dir: str | None, marco_shards: str | None, catalogue_dir: str | None = None
 ) -> str:
@@ -85,10 +66,11 @@ def data_fingerprint(
         SubmissionError: the inputs cannot be listed (no data for an institution, a
             shard glob matching nothing, a bad catalogue).
     """
+    from components.catalogue import local_catalogue
     from components.ingestion import executor
     from components.ingestion.driver import fingerprint_from_properties
 
-    with _local_catalogue(catalogue_dir) as catalogue:
+    with local_catalogue(catalogue_dir) as catalogue:
         properties = {
             executor.DATA_DIR_KEY: data_dir,
             executor.MARCO_SHARDS_KEY: marco_shards,

@@ -188,7 +188,7 @@ def test_overrides_travel_with_a_catalogue_in_a_bucket(catalogue_dir):
     """gs:// on Vertex AI; TensorFlow's ram:// file system here."""
     import uuid
 
-    from components.catalogue_schema import local_catalogue
+    from components.catalogue import local_catalogue
 
     write_overrides(catalogue_dir, "GSK", [
         {"image_id": "GSK/a", "old_label": "clear", "new_class": "crystals"}])
@@ -198,6 +198,7 @@ def test_overrides_travel_with_a_catalogue_in_a_bucket(catalogue_dir):
         tf.io.gfile.copy(str(path), f"{bucket}/{path.relative_to(catalogue_dir)}")
     with local_catalogue(bucket) as folder:
         assert load_catalogue(folder).get("GSK").override_of("GSK/a").new_class == "crystals"
+    assert load_catalogue(bucket).get("GSK").override_of("GSK/a").new_class == "crystals"
 
 
 # ----------------------------------------------------------------------------- ingestion

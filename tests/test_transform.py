@@ -47,6 +47,41 @@ def test_every_catalogue_row_maps_to_its_class():
     assert odd.tolist() == [UNMAPPED] * 3
 
 
+def test_transform_reads_a_catalogue_in_a_bucket(tmp_path):
+    """Vertex AI passes a gs:// catalogue_dir to Transform (TensorFlow's ram:// file
+    system stands in): its own catalogue is the one that labels, here one without GSK,
+    and a broken file is named at its remote path."""
+    import uuid
+
+    import tensorflow as tf
+
+    from components.catalogue import CatalogueError
+    from schemas import SOURCES_DIR
+
+    bucket = f"ram://catalogue-{uuid.uuid4().hex}/sources"
+    tf.io.gfile.makedirs(bucket)
+    for path in SOURCES_DIR.glob("*.yaml"):
+        if path.stem != "GSK":
+            tf.io.gfile.copy(str(path), f"{bucket}/{path.name}")
+    rows = load_catalogue().mapping_rows()
+    gsk = next(row for row in rows if row[0] == "GSK")
+    bms = next(row for row in rows if row[0] == "BMS")
+    inputs = {
+        IMAGE_KEY: tf.constant([[b"a"], [b"b"]]),
+        IMAGE_ID_KEY: tf.constant([["GSK/1"], ["BMS/1"]]),
+        INSTITUTION_KEY: tf.constant([[gsk[0]], [bms[0]]]),
+        NATIVE_LABEL_KEY: tf.constant([[gsk[1]], [bms[1]]]),
+    }
+    labels = preprocessing_fn(inputs, {"catalogue_dir": bucket})[LABEL_KEY].numpy()
+    assert labels[:, 0].tolist() == [UNMAPPED, bms[2]]
+    assert preprocessing_fn(inputs)[LABEL_KEY].numpy()[:, 0].tolist() == [gsk[2], bms[2]]
+
+    with tf.io.gfile.GFile(f"{bucket}/BMS.yaml", "w") as handle:
+        handle.write("code: [unclosed\n")
+    with pytest.raises(CatalogueError, match=f"^{bucket}/BMS.yaml"):
+        load_catalogue(bucket)
+
+
 @pytest.mark.slow
 def test_transform_output_on_folders_and_shards(tmp_path: Path):
     """Labels right per institution and image bytes byte-identical, from both sources."""
