@@ -135,6 +135,10 @@ def test_default_pattern_reads_plate_and_well():
     assert parser.parse("/imager/002s_C6_ImagerDefaults_9.jpg") == ("002s", "C6")
     assert parser.parse("/data/run_Q01/photo.jpg") == ("", "")  # no row Q on a plate
     assert parser.parse("/data/PLATE9_A13x.jpg") == ("", "")
+    # A plate folder named like a well (P1, A1) does not hide the well in the file name.
+    assert parser.parse("/plates/P1/P1_A01.jpg") == ("P1", "A01")
+    assert parser.parse("A1/A1_B02_2.jpg") == ("A1", "B02")
+    assert parser.parse("/x/D3/D3_H12-20140101.png") == ("D3", "H12")
 
 
 def test_custom_pattern_and_bad_patterns():

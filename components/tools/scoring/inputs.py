@@ -38,9 +38,11 @@ GLOB_CHARACTERS = frozenset("*?[")
 # A plate id, then "_" or "/", then a well of a 96- or 384-well plate (A1-P24, with or
 # without a leading zero), at the start of the file name or after the plate's own
 # folder; anything after the well must start with "_", ".", "-" or a space. Matches
-# "GSK781830_A01_20140114.jpg", "PLATE7/B12_1.png", "20140114/PLATE7_B12.jpg".
+# "GSK781830_A01_20140114.jpg", "PLATE7/B12_1.png", "20140114/PLATE7_B12.jpg". The
+# greedy prefix takes the pair nearest the end of the path, so in "P1/P1_A01.jpg" the
+# well is A01, not the plate folder's name, which also looks like a well.
 DEFAULT_PLATE_WELL_PATTERN = (
-    r"(?:^|[/_-])(?P<plate>[A-Za-z0-9]+)[/_]"
+    r"^(?:.*[/_-])?(?P<plate>[A-Za-z0-9]+)[/_]"
     r"(?P<well>[A-P](?:0?[1-9]|1[0-9]|2[0-4]))(?:[_. -][^/]*)?$"
 )
 
