@@ -25,6 +25,9 @@ class RunOutcome:
     pushed: bool
     pushed_to: str | None
     model_uri: str | None
+    # Why a blessed model was not pushed (e.g. "already served: ..."), when the Pusher
+    # said so.
+    not_pushed_reason: str | None = None
 
 
 def _store(run_dir: Path):
@@ -105,7 +108,11 @@ def latest_outcome(run_dir: str | Path) -> RunOutcome:
     pushed_to = None
     if pushed and "pushed_destination" in push.custom_properties:
         pushed_to = push.custom_properties["pushed_destination"].string_value
-    return RunOutcome(evaluation.uri, blessed, pushed, pushed_to, _model_of(store, evaluation))
+    reason = None
+    if push is not None and NOT_PUSHED_REASON in push.custom_properties:
+        reason = push.custom_properties[NOT_PUSHED_REASON].string_value or None
+    return RunOutcome(evaluation.uri, blessed, pushed, pushed_to, _model_of(store, evaluation),
+                      reason)
 
 
 # --- A Kubeflow V2 / Vertex AI pipeline root, without ML Metadata -------------------
@@ -120,6 +127,9 @@ EVALUATOR_TASK = "Evaluator"
 PUSHER_TASK = "Pusher"
 TRAINER_TASK = "Trainer"
 BLESSED_FILE = "BLESSED"
+# The Pusher's property (components.pusher.NOT_PUSHED_REASON_PROPERTY; not imported,
+# since that module needs TFX).
+NOT_PUSHED_REASON = "not_pushed_reason"
 NOT_BLESSED_FILE = "NOT_BLESSED"
 
 
@@ -204,16 +214,19 @@ def root_outcome(pipeline_root: str, job_name: str | None = None) -> RunOutcome:
         blessed = True
     elif filesystem.exists(filesystem.join(blessing, NOT_BLESSED_FILE)):
         blessed = False
-    pushed, pushed_to = False, None
+    pushed, pushed_to, reason = False, None, None
     for pusher in _task_dirs(job_dir, PUSHER_TASK):
         push = _output_metadata(pusher, "pushed_model")
         if push.get("pushed"):
             pushed = True
             pushed_to = push.get("pushed_destination") or None
+        elif push.get(NOT_PUSHED_REASON):
+            reason = str(push[NOT_PUSHED_REASON])
     trainers = _task_dirs(job_dir, TRAINER_TASK)
     model_uri = filesystem.join(trainers[0], "model") if trainers else None
     return RunOutcome(
-        filesystem.join(newest.task_dir, "evaluation"), blessed, pushed, pushed_to, model_uri
+        filesystem.join(newest.task_dir, "evaluation"), blessed, pushed, pushed_to, model_uri,
+        None if pushed else reason,
     )
 
 

@@ -826,7 +826,8 @@ def vertex_root(tmp_path, tfma_evaluation) -> Path:
     root = tmp_path / "root"
     runs = root / PROJECT_NUMBER
     now = time.time()
-    for job, finished, blessed, pushed in [("marco-b", now - 3600, False, None),
+    for job, finished, blessed, pushed in [("marco-0", now - 7200, True, None),
+                                           ("marco-b", now - 3600, False, None),
                                            ("marco-a", now - 60, True, "/srv/serving/17")]:
         _task(runs / job, "Trainer_1", {"model": ([], {})}, finished - 600)
         _task(runs / job, "Evaluator_2", {
@@ -834,6 +835,8 @@ def vertex_root(tmp_path, tfma_evaluation) -> Path:
             "blessing": (["BLESSED" if blessed else "NOT_BLESSED"], {"blessed": float(blessed)}),
         }, finished)
         push = {"pushed": 1.0, "pushed_destination": pushed} if pushed else {"pushed": 0.0}
+        if blessed and not pushed:
+            push["not_pushed_reason"] = "already served: version 16 is this model"
         _task(runs / job, "Pusher_3", {"pushed_model": ([], push)}, finished + 30)
     _task(runs / "marco-c", "Evaluator_2", {"evaluation": (tfma_evaluation, {})}, None)
     return root
@@ -850,6 +853,10 @@ def test_report_of_a_pipeline_root_reads_the_newest_finished_evaluation(vertex_r
     assert newest.model_uri == str(runs / "marco-a" / "Trainer_1" / "model")
     older = root_outcome(str(vertex_root), "marco-b")
     assert (older.blessed, older.pushed, older.pushed_to) == (False, False, None)
+    assert newest.not_pushed_reason is None and older.not_pushed_reason is None
+    served = root_outcome(str(vertex_root), "marco-0")
+    assert (served.blessed, served.pushed) == (True, False)
+    assert served.not_pushed_reason == "already served: version 16 is this model"
 
     result = CliRunner().invoke(marco, ["report", str(vertex_root), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
@@ -865,6 +872,12 @@ def test_report_of_a_pipeline_root_reads_the_newest_finished_evaluation(vertex_r
     saved = json.loads((vertex_root / "report" / "report.json").read_text())
     assert saved["evaluation"] == older.evaluation_uri
     assert saved["context"]["pushed_to"] is None
+
+    result = CliRunner().invoke(
+        marco, ["report", str(vertex_root), "--job-name", "marco-0", "--out", str(tmp_path / "0")])
+    assert result.exit_code == 0, result.output
+    assert "blessed; not pushed (already served: version 16 is this model)" in result.output
+    assert "- Not pushed: already served" in (tmp_path / "0" / "report.md").read_text()
 
     result = CliRunner().invoke(marco, ["report", str(vertex_root), "--job-name", "marco-c"])
     assert result.exit_code == 1

@@ -299,7 +299,10 @@ def test_marco_run_resumes_caches_blesses_pushes_and_reports(tmp_path: Path):
     push = _latest_io(out, "Pusher", "pushed_model", "OUTPUT")
     assert push.get_string_custom_property("served_version") == versions[0].name
     assert push.get_string_custom_property("not_pushed_reason").startswith("already served")
-    assert "blessed; not pushed" in result.output
+    assert outcome.not_pushed_reason == push.get_string_custom_property("not_pushed_reason")
+    assert f"blessed; not pushed ({outcome.not_pushed_reason})" in result.output
+    assert f"- Not pushed: {outcome.not_pushed_reason}" in (
+        out / "report" / "report.md").read_text()
 
     # 3. A worse model (no training at all) is compared with the served one and refused.
     result = CliRunner().invoke(main, _run_args(data, out, 0))

@@ -36,7 +36,8 @@ def write_run_report(run_dir: str | Path, out_dir: Path | None = None,
 
     outcome = run_outcome(run_dir, job_name)
     results = load_results(outcome.evaluation_uri)
-    context = {"model": outcome.model_uri, "pushed_to": outcome.pushed_to}
+    context = {"model": outcome.model_uri, "pushed_to": outcome.pushed_to,
+               "not_pushed_reason": outcome.not_pushed_reason}
     context.update(extra or {})
     out_dir = out_dir or default_out_dir(run_dir)
     summary = write_report(results, out_dir, context)
@@ -62,7 +63,8 @@ def headline(summary: dict) -> list[str]:
     if blessed and pushed:
         lines.append(f"blessed; pushed to {pushed}")
     elif blessed:
-        lines.append("blessed; not pushed")
+        reason = summary["context"].get("not_pushed_reason")
+        lines.append(f"blessed; not pushed ({reason})" if reason else "blessed; not pushed")
     else:
         lines.append("not blessed; nothing pushed")
         lines += [f"  {failure}" for failure in summary["threshold_failures"][:5]]

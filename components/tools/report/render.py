@@ -137,7 +137,8 @@ def markdown(summary: dict, results: EvaluationResults) -> str:
     lines.append(f"- Blessing: {blessed[summary['blessed']]}")
     for failure in summary["threshold_failures"]:
         lines.append(f"  - {failure}")
-    for key, label in (("pushed_to", "Pushed to"), ("preset", "Preset"),
+    for key, label in (("pushed_to", "Pushed to"), ("not_pushed_reason", "Not pushed"),
+                       ("preset", "Preset"),
                        ("baseline_accuracy", "Brightness-only baseline accuracy")):
         if context.get(key) is not None:
             value = context[key]
