@@ -126,6 +126,7 @@ EXECUTOR_OUTPUT = "executor_output.json"
 EVALUATOR_TASK = "Evaluator"
 PUSHER_TASK = "Pusher"
 TRAINER_TASK = "Trainer"
+INGESTION_TASK = "ImageExampleGen"
 BLESSED_FILE = "BLESSED"
 # The Pusher's property (components.pusher.NOT_PUSHED_REASON_PROPERTY; not imported,
 # since that module needs TFX).
@@ -171,17 +172,28 @@ def root_evaluations(pipeline_root: str, job_name: str | None = None) -> list[Ro
     return sorted(found, key=lambda e: (e.finished_ns, e.task_dir))
 
 
-def _output_metadata(task_dir: str, key: str) -> dict:
-    """The first output artifact's metadata in a task's executor_output.json ({} if none)."""
+def _output_artifact(task_dir: str, key: str) -> dict:
+    """The first output artifact of ``key`` in a task's executor_output.json ({} if none)."""
     import json
 
     from components import filesystem
 
     try:
         output = json.loads(filesystem.read_bytes(filesystem.join(task_dir, EXECUTOR_OUTPUT)))
-        return dict(output["artifacts"][key]["artifacts"][0].get("metadata") or {})
+        artifact = output["artifacts"][key]["artifacts"][0]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return {}
+    return artifact if isinstance(artifact, dict) else {}
+
+
+def _output_metadata(task_dir: str, key: str) -> dict:
+    """The first output artifact's metadata ({} if none)."""
+    return dict(_output_artifact(task_dir, key).get("metadata") or {})
+
+
+def _output_uri(task_dir: str, key: str) -> str | None:
+    """The first output artifact's URI (None if none)."""
+    return _output_artifact(task_dir, key).get("uri") or None
 
 
 def root_outcome(pipeline_root: str, job_name: str | None = None) -> RunOutcome:

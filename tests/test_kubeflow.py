@@ -839,6 +839,11 @@ def vertex_root(tmp_path, tfma_evaluation) -> Path:
             push["not_pushed_reason"] = "already served: version 16 is this model"
         _task(runs / job, "Pusher_3", {"pushed_model": ([], push)}, finished + 30)
     _task(runs / "marco-c", "Evaluator_2", {"evaluation": (tfma_evaluation, {})}, None)
+    # marco-a's ingestion, with two labels an expert's override set.
+    ingestion = _task(runs / "marco-a", "ImageExampleGen_0", {"examples": ([], {})}, now - 900)
+    (ingestion / "examples" / "ingestion_counts.json").write_text(json.dumps({
+        "example\tBIG\tclear\ttrain": 20, "override\tBIG\tcrystals\teval": 2,
+        "override\tSMALL\tother\ttrain": 1}))
     return root
 
 
@@ -863,6 +868,8 @@ def test_report_of_a_pipeline_root_reads_the_newest_finished_evaluation(vertex_r
     saved = json.loads((tmp_path / "r" / "report.json").read_text())
     assert saved["evaluation"] == newest.evaluation_uri
     assert saved["context"]["pushed_to"] == "/srv/serving/17"
+    # Overrides counted by the same job's ImageExampleGen; none found for marco-0.
+    assert saved["label_overrides"] == {"BIG": {"crystals": 2}, "SMALL": {"other": 1}}
     assert saved["examples"] == 24 and set(saved["institutions"]) == {"BIG", "SMALL"}
     assert "pushed to /srv/serving/17" in result.output
 
@@ -878,6 +885,7 @@ def test_report_of_a_pipeline_root_reads_the_newest_finished_evaluation(vertex_r
     assert result.exit_code == 0, result.output
     assert "blessed; not pushed (already served: version 16 is this model)" in result.output
     assert "- Not pushed: already served" in (tmp_path / "0" / "report.md").read_text()
+    assert json.loads((tmp_path / "0" / "report.json").read_text())["label_overrides"] is None
 
     result = CliRunner().invoke(marco, ["report", str(vertex_root), "--job-name", "marco-c"])
     assert result.exit_code == 1

@@ -1,9 +1,12 @@
 """Labels experts overrode (the catalogue's overrides files), for the report.
 
 TFMA's results carry no label source, so the counts come from ingestion: the
-Evaluator's own ``examples`` input, found through the run's ML Metadata lineage, holds
-the counts ingestion wrote (``ingestion_counts.json``), among them the examples whose
-label an override set, per institution and class.
+Evaluator's own ``examples`` input holds the counts ingestion wrote
+(``ingestion_counts.json``), among them the examples whose label an override set, per
+institution and class. In a ``marco run`` folder it is found through the run's ML
+Metadata lineage; under a Kubeflow V2 / Vertex AI pipeline root, it is the same
+pipeline job's ImageExampleGen output (a job whose ImageExampleGen was reused from
+an earlier job's cache has no such task folder, and gets no counts).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def evaluated_examples(evaluation_uri: str) -> str | None:
 
     run_dir = _run_folder(evaluation_uri)
     if run_dir is None:
-        return None
+        return _job_examples(evaluation_uri)
     store = metadata_store.MetadataStore(metadata_config(run_dir))
     wanted = {evaluation_uri.rstrip("/"), str(Path(evaluation_uri).resolve())}
     artifacts = [a for uri in wanted for a in store.get_artifacts_by_uri(uri)]
@@ -48,6 +51,24 @@ def evaluated_examples(evaluation_uri: str) -> str | None:
         if event.type == metadata_store_pb2.Event.INPUT and steps[:1] == ["examples"]:
             [examples] = store.get_artifacts_by_id([event.artifact_id])
             return examples.uri
+    return None
+
+
+def _job_examples(evaluation_uri: str) -> str | None:
+    """Under a pipeline root (``<job>/Evaluator_<id>/evaluation``): the Examples output
+    of the same job's finished ImageExampleGen task, or None."""
+    from components import filesystem
+    from pipeline.runs import EVALUATOR_TASK, INGESTION_TASK, _output_uri, _task_dirs
+
+    if not evaluation_uri:
+        return None
+    task_dir = filesystem.parent(evaluation_uri.rstrip("/"))
+    if not filesystem.name(task_dir).startswith(f"{EVALUATOR_TASK}_"):
+        return None
+    for ingestion in _task_dirs(filesystem.parent(task_dir), INGESTION_TASK):
+        uri = _output_uri(ingestion, "examples")
+        if uri:
+            return uri
     return None
 
 
