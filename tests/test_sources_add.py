@@ -165,6 +165,40 @@ def test_semicolon_manifest_with_unusual_columns_and_images_elsewhere(tmp_path: 
     assert found.imaging == {"colour": "rgb", "width": 40, "height": 30, "formats": ["jpeg"]}
 
 
+def test_an_export_naming_the_imagers_own_storage_gets_path_prefixes(tmp_path: Path):
+    """Rock Maker-style absolute paths on the imager's share: the draft maps their
+    prefix onto the folder the images were copied to, and every record then reads an
+    image inside the data folder."""
+    data = tmp_path / "data"
+    lab = data / "ROCK"
+    share = "\\\\imager\\RockMakerStorage\\WellImages"
+    rows = []
+    for i in range(12):
+        plate, well = f"{1000 + i // 6}", f"{'ABCDEFGH'[i % 8]}{i % 12 + 1:02d}"
+        _image(lab / "copied" / "images" / plate / f"{well}.jpg", seed=i)
+        rows.append([f"{share}\\{plate}\\{well}.jpg", ["Clear", "Crystals"][i % 2]])
+    with (lab / "scores.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ImagePath", "Score"])
+        writer.writerows(rows)
+
+    found = inspect_institution(lab, code="ROCK", data_root=data)
+    assert found.path_prefixes == {share: "ROCK/copied/images"}
+    assert found.records == found.files_found == 12
+    assert any("map onto the data folder with path_prefixes" in n for n in found.notes)
+
+    catalogue = _empty_catalogue(tmp_path)
+    draft = add_source("ROCK", lab, catalogue, data_root=data)
+    assert yaml.safe_load(draft.text)["path_prefixes"] == {share: "ROCK/copied/images"}
+    filled = _fill(draft.text, {"Clear": "clear", "Crystals": "crystals"},
+                   name="Rock lab", imager="Rock Imager 1000", setup="sitting drop")
+    draft.path.write_text(filled)
+    records = _records(draft.path, data)
+    assert len(records) == 12
+    assert all(Path(r.path).is_file() and (lab / "copied") in Path(r.path).parents
+               for r in records)
+
+
 def test_tab_manifest_with_ids_and_plate_well_read_from_file_names(tmp_path: Path):
     data = tmp_path / "data"
     lab = data / "OSAKA"

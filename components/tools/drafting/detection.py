@@ -44,6 +44,9 @@ class Detection:
     images_sampled: int = 0
     # File type (extension, '' for none) -> (files found and not used, why).
     skipped: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # The catalogue's path_prefixes: an imager's absolute path prefix -> folder below
+    # the data root, when the records name images where the imager stored them.
+    path_prefixes: dict[str, str] = field(default_factory=dict)
 
     @property
     def record_fields(self) -> dict[str, str]:
@@ -69,4 +72,5 @@ def draft_source(
         layout=Layout(detection.reader, options),
         labels=tuple(NativeLabel(native, "") for native in labels),
         file=Path(f"{code}.yaml"), imaging=imaging,
+        path_prefixes=tuple(detection.path_prefixes.items()),
     )

@@ -23,6 +23,7 @@ from xml.etree.ElementTree import ParseError
 
 from PIL import Image, UnidentifiedImageError
 
+from components import filesystem
 from components.catalogue import Imaging
 from components.readers import (
     BadRecord,
@@ -282,10 +283,9 @@ def _record_candidates(record_files: Sequence[Path], data_root: Path) -> list[_C
     return candidates
 
 
-def _image_root(values: Sequence[str], manifest_dir: Path, folder: Path, data_root: Path
-                ) -> tuple[Path, int, int]:
-    """The folder the manifest's image paths resolve from: (folder, found, tried)."""
-    sample = [v for v in values if v][:SAMPLE_PATHS]
+def _candidate_roots(manifest_dir: Path, folder: Path, data_root: Path) -> list[Path]:
+    """Folders image paths may be relative to: the manifest's, the institution's and
+    its sub-folders two levels down (at most about 60), the data root."""
     roots = [manifest_dir, folder]
     for dirpath, dirnames, _ in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -296,12 +296,71 @@ def _image_root(values: Sequence[str], manifest_dir: Path, folder: Path, data_ro
         if len(roots) > 60:
             break
     roots.append(data_root)
+    return list(dict.fromkeys(roots))
+
+
+def _image_root(values: Sequence[str], manifest_dir: Path, folder: Path, data_root: Path
+                ) -> tuple[Path, int, int]:
+    """The folder the manifest's image paths resolve from: (folder, found, tried)."""
+    sample = [v for v in values if v][:SAMPLE_PATHS]
     best = (manifest_dir, -1)
-    for root in dict.fromkeys(roots):
+    for root in _candidate_roots(manifest_dir, folder, data_root):
         found = sum(1 for v in sample if (root / v).is_file())
         if found > best[1]:
             best = (root, found)
     return best[0], max(best[1], 0), len(sample)
+
+
+def _prefix_splits(path: str) -> list[tuple[str, str]]:
+    """(absolute prefix, rest) at each separator of ``path``, longest rest first.
+
+    A prefix is never only separators; a drive's ``C:`` keeps its separator; a rest
+    with an empty part (``gs://``) or ``..`` is left out.
+    """
+    splits = []
+    for index, char in enumerate(path):
+        if char not in "/\\":
+            continue
+        prefix, rest = path[:index], path[index + 1:]
+        if prefix.endswith(":"):
+            prefix = path[:index + 1]
+        rest = rest.replace("\\", "/")
+        parts = rest.split("/")
+        if (prefix.strip("/\\") and filesystem.is_absolute(prefix) and all(parts)
+                and ".." not in parts):
+            splits.append((prefix, rest))
+    return splits
+
+
+def propose_path_prefixes(
+    values: Sequence[str], manifest_dir: Path, folder: Path, data_root: Path
+) -> tuple[dict[str, str], int, int]:
+    """An imager's own absolute image paths mapped onto the institution's folder.
+
+    Exports often name images where the imager stored them
+    (``\\\\imager\\RockMakerStorage\\WellImages\\123\\A01.jpg``); the lab copies
+    the files into its data folder below some folder. For each sampled absolute path
+    that is not already inside the data root, the shortest prefix whose removal
+    leaves a file under one of the candidate folders is counted; the most frequent
+    (prefix, folder) pair is proposed as the catalogue's ``path_prefixes``.
+
+    Returns:
+        ``({prefix: folder relative to the data root}, paths it maps, absolute paths
+        tried)``; an empty mapping when none maps.
+    """
+    sample = [v for v in values if v and filesystem.is_absolute(v)
+              and not filesystem.contains(str(data_root), v)][:SAMPLE_PATHS]
+    roots = _candidate_roots(manifest_dir, folder, data_root)
+    votes: Counter = Counter()
+    for value in sample:
+        hit = next(((prefix, root) for prefix, rest in _prefix_splits(value)
+                    for root in roots if (root / rest).is_file()), None)
+        if hit is not None:
+            votes[hit] += 1
+    if not votes:
+        return {}, 0, len(sample)
+    (prefix, root), count = votes.most_common(1)[0]
+    return {prefix: _posix(root, data_root) or "."}, count, len(sample)
 
 
 # --------------------------------------------------------------------------- detection
@@ -321,6 +380,15 @@ def _manifest_detection(
     )
     paths = [row.get(mapping["path"], "").strip() for row in candidate.rows]
     root, found, tried = _image_root(paths, candidate.files[0].parent, folder, data_root)
+    prefixes: dict[str, str] = {}
+    if found < tried:
+        prefixes, mapped, absolute = propose_path_prefixes(
+            paths, candidate.files[0].parent, folder, data_root)
+        if prefixes:
+            found += mapped
+            notes = [*notes, f"{mapped} of {absolute} sampled absolute image paths (the "
+                     f"imager's own storage) map onto the data folder with path_prefixes "
+                     f"{prefixes}: check it"]
     options: dict[str, Any] = {}
     if candidate.reader == "csv_manifest":
         options["manifest"] = candidate.pattern
@@ -344,6 +412,7 @@ def _manifest_detection(
         described_from=candidate.described,
         ignored=ignored,
         notes=candidate.notes + notes,
+        path_prefixes=prefixes,
     )
     if tried and found < tried:
         detection.notes.append(

@@ -101,6 +101,10 @@ def render_draft(
             f"The images as {detection.images_sampled} sampled files show them; "
             "`marco synth` draws look-alike images from this.",
         ],
+        "path_prefixes": [
+            "The records name images where the imager stored them; these prefixes map",
+            "them onto folders of the data folder (as detected from the files found): check.",
+        ],
         "layout": [
             "Where the label records are, as detected: check it. Paths are relative to the",
             f"data folder the pipeline reads ({_comment(data_root_display)}).",
