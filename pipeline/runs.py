@@ -143,7 +143,7 @@ class RootEvaluation:
     finished_ns: int
 
 
-def _task_dirs(job_dir: str, task: str) -> list[str]:
+def finished_task_dirs(job_dir: str, task: str) -> list[str]:
     from components import filesystem
 
     return [d for d in filesystem.glob(filesystem.join(job_dir, f"{task}_*"))
@@ -191,7 +191,7 @@ def _output_metadata(task_dir: str, key: str) -> dict:
     return dict(_output_artifact(task_dir, key).get("metadata") or {})
 
 
-def _output_uri(task_dir: str, key: str) -> str | None:
+def output_uri(task_dir: str, key: str) -> str | None:
     """The first output artifact's URI (None if none)."""
     return _output_artifact(task_dir, key).get("uri") or None
 
@@ -227,14 +227,14 @@ def root_outcome(pipeline_root: str, job_name: str | None = None) -> RunOutcome:
     elif filesystem.exists(filesystem.join(blessing, NOT_BLESSED_FILE)):
         blessed = False
     pushed, pushed_to, reason = False, None, None
-    for pusher in _task_dirs(job_dir, PUSHER_TASK):
+    for pusher in finished_task_dirs(job_dir, PUSHER_TASK):
         push = _output_metadata(pusher, "pushed_model")
         if push.get("pushed"):
             pushed = True
             pushed_to = push.get("pushed_destination") or None
         elif push.get(NOT_PUSHED_REASON):
             reason = str(push[NOT_PUSHED_REASON])
-    trainers = _task_dirs(job_dir, TRAINER_TASK)
+    trainers = finished_task_dirs(job_dir, TRAINER_TASK)
     model_uri = filesystem.join(trainers[0], "model") if trainers else None
     return RunOutcome(
         filesystem.join(newest.task_dir, "evaluation"), blessed, pushed, pushed_to, model_uri,

@@ -199,6 +199,24 @@ def test_an_export_naming_the_imagers_own_storage_gets_path_prefixes(tmp_path: P
                for r in records)
 
 
+def test_a_path_no_file_system_takes_is_a_missing_image_not_a_crash(tmp_path: Path):
+    """A manifest row whose path is longer than any file name can be counts as an
+    image not found; the rest of the folder is drafted."""
+    lab = tmp_path / "data" / "LONG"
+    rows = [[f"img/{i}.jpg", ["Clear", "Crystals"][i % 2]] for i in range(6)]
+    for i in range(6):
+        _image(lab / "img" / f"{i}.jpg", seed=i)
+    rows.append(["img/" + "x" * 5000 + ".jpg", "Clear"])
+    rows.append(["/" + "y" * 5000 + "/z.jpg", "Clear"])
+    with (lab / "scores.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label"], *rows])
+
+    found = inspect_institution(lab, code="LONG", data_root=tmp_path / "data")
+    assert found.records == 7 and found.files_found == 6
+    assert found.bad_records == Counter({"outside_data_root": 1})
+    assert found.path_prefixes == {}
+
+
 def test_tab_manifest_with_ids_and_plate_well_read_from_file_names(tmp_path: Path):
     data = tmp_path / "data"
     lab = data / "OSAKA"

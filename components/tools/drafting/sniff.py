@@ -299,13 +299,22 @@ def _candidate_roots(manifest_dir: Path, folder: Path, data_root: Path) -> list[
     return list(dict.fromkeys(roots))
 
 
+def _is_file(root: Path, value: str) -> bool:
+    """Whether ``value`` names a file below ``root``; False for a value no file system
+    takes (a NUL byte, a name too long), which a record file may hold."""
+    try:
+        return (root / value).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _image_root(values: Sequence[str], manifest_dir: Path, folder: Path, data_root: Path
                 ) -> tuple[Path, int, int]:
     """The folder the manifest's image paths resolve from: (folder, found, tried)."""
     sample = [v for v in values if v][:SAMPLE_PATHS]
     best = (manifest_dir, -1)
     for root in _candidate_roots(manifest_dir, folder, data_root):
-        found = sum(1 for v in sample if (root / v).is_file())
+        found = sum(1 for v in sample if _is_file(root, v))
         if found > best[1]:
             best = (root, found)
     return best[0], max(best[1], 0), len(sample)
@@ -354,7 +363,7 @@ def propose_path_prefixes(
     votes: Counter = Counter()
     for value in sample:
         hit = next(((prefix, root) for prefix, rest in _prefix_splits(value)
-                    for root in roots if (root / rest).is_file()), None)
+                    for root in roots if _is_file(root, rest)), None)
         if hit is not None:
             votes[hit] += 1
     if not votes:

@@ -58,15 +58,15 @@ def _job_examples(evaluation_uri: str) -> str | None:
     """Under a pipeline root (``<job>/Evaluator_<id>/evaluation``): the Examples output
     of the same job's finished ImageExampleGen task, or None."""
     from components import filesystem
-    from pipeline.runs import EVALUATOR_TASK, INGESTION_TASK, _output_uri, _task_dirs
+    from pipeline.runs import EVALUATOR_TASK, INGESTION_TASK, finished_task_dirs, output_uri
 
     if not evaluation_uri:
         return None
     task_dir = filesystem.parent(evaluation_uri.rstrip("/"))
     if not filesystem.name(task_dir).startswith(f"{EVALUATOR_TASK}_"):
         return None
-    for ingestion in _task_dirs(filesystem.parent(task_dir), INGESTION_TASK):
-        uri = _output_uri(ingestion, "examples")
+    for ingestion in finished_task_dirs(filesystem.parent(task_dir), INGESTION_TASK):
+        uri = output_uri(ingestion, "examples")
         if uri:
             return uri
     return None
